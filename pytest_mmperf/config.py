@@ -1,0 +1,492 @@
+"""Settings of pytest-mmperf: one table, several sources, one validator per setting.
+
+Every setting is one :class:`Setting` entry in :data:`SETTINGS`. From its ``name`` (a noun) follow
+the command-line option ``--mmperf-<noun>``, the ini key ``mmperf_<noun>`` and the environment
+variable ``PYTEST_MMPERF_<NOUN>``. Precedence, highest first::
+
+    marker  >  command line  >  environment  >  ini file  >  hook  >  built-in default
+
+Markers (``mmperf_devices``, ``mmperf_seed``, ``mmperf_scale``, ``mmperf_batch``) act per test
+and are read by the plugin's fixtures; the only hook with a setting's default is
+``pytest_mmperf_default_device``. An empty environment variable or ini value counts as unset.
+
+A bad value ends the run as a pytest usage error (exit code 4) whose message names the value, where
+it came from (``--mmperf-seed``, ``environment variable PYTEST_MMPERF_SEED``, ``ini file
+/repo/pyproject.toml key mmperf_seed``) and what is accepted.
+
+This module imports pytest but never torch: it runs in every pytest session where the package is
+installed, including ``pytest --help``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Equal to pytest_mmperf.synthetic.SCALES (a test checks it); copied because synthetic imports
+# torch, and this module must stay torch-free.
+SCALES = ("smoke", "default", "full")
+DEVICE_KINDS = ("cpu", "cuda", "mps", "xpu")
+INCONCLUSIVE_POLICIES = ("estimate", "fail", "skip")
+DEFAULT_SNAPSHOTS = "mmperf-snapshots.json"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+_DEVICE_RE = re.compile(r"(?P<kind>cpu|mps|cuda|xpu)(?::(?P<index>\d+))?")
+
+
+# --------------------------------------------------------------------------- parsers
+# Each parser takes the text as written and returns the typed value, or raises ValueError with a
+# short reason; the caller adds the source and the setting's `accepted` text.
+def parse_bool(text: str) -> bool:
+    """``1/true/yes/on`` -> True, ``0/false/no/off`` -> False (case-insensitive)."""
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"{text!r} is not a boolean")
+
+
+def parse_int(text: str, minimum: int) -> int:
+    """A decimal integer >= minimum."""
+    try:
+        value = int(text.strip(), 10)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an integer") from None
+    if value < minimum:
+        raise ValueError(f"{value} is below the minimum {minimum}")
+    return value
+
+
+def parse_seed(text: str) -> int:
+    """A non-negative integer (numpy's and torch's generators reject negative seeds)."""
+    return parse_int(text, 0)
+
+
+def parse_processes(text: str) -> int:
+    return parse_int(text, 1)
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not finite")
+    return value
+
+
+def parse_budget(text: str) -> float:
+    """Seconds > 0."""
+    value = _float(text)
+    if value <= 0:
+        raise ValueError(f"{value:g} is not > 0")
+    return value
+
+
+def parse_confidence(text: str) -> float:
+    """A confidence level strictly between 0.5 and 1."""
+    value = _float(text)
+    if not 0.5 < value < 1.0:
+        raise ValueError(f"{value:g} is not strictly between 0.5 and 1")
+    return value
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+parse_scale = _choice(SCALES)
+parse_inconclusive = _choice(INCONCLUSIVE_POLICIES)
+
+
+def parse_path(text: str) -> Path:
+    """A non-empty path; relative paths are resolved by :func:`resolve_settings`."""
+    if not text.strip():
+        raise ValueError("the path is empty")
+    return Path(os.path.expanduser(text.strip()))
+
+
+def parse_device(text: str) -> str:
+    """One device: ``auto``, ``cpu``, ``mps``, ``cuda[:N]``, ``xpu[:N]`` -> canonical form.
+
+    ``cuda`` and ``xpu`` mean index 0 (torch's "current device" at start-up), so test ids are
+    always ``cuda:0`` rather than an ambiguous ``cuda``. No torch import: availability is checked
+    later, per test, by :func:`pytest_mmperf.devices.check_available`.
+    """
+    item = text.strip().lower()
+    if item == "auto":
+        return item
+    match = _DEVICE_RE.fullmatch(item)
+    if match is None:
+        if re.fullmatch(r"(cuda|xpu):-\d+", item):
+            raise ValueError(f"{item!r} has a negative device index")
+        raise ValueError(f"{text.strip()!r} is not a device")
+    kind, index = match["kind"], match["index"]
+    if kind in ("cpu", "mps"):
+        if index not in (None, "0"):  # torch accepts only index 0 for these
+            raise ValueError(f"{item!r}: {kind} has no index {index}")
+        return kind
+    return f"{kind}:{int(index or 0)}"
+
+
+def parse_device_list(text: str) -> tuple[str, ...]:
+    """``"cpu,cuda:0"`` -> ``("cpu", "cuda:0")``: canonical, in order, without duplicates."""
+    items = text.split(",")
+    if any(not item.strip() for item in items):
+        raise ValueError(f"{text!r} has an empty entry")
+    devices: list[str] = []
+    for item in items:
+        device = parse_device(item)
+        if device not in devices:
+            devices.append(device)
+    return tuple(devices)
+
+
+# --------------------------------------------------------------------------- the table
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its noun, help text, parser, what it accepts and its default.
+
+    flag: the command line takes no value (``store_true``); ini and env values are booleans.
+    cli: the option string when it does not follow ``--mmperf-<noun>`` (only ``--benchmark``).
+    ini/env: whether an ini key / environment variable exists for it.
+    benchmark_default: the default under ``--benchmark`` when no source sets the value.
+    """
+
+    name: str
+    help: str
+    parse: Callable[[str], Any]
+    accepted: str
+    default: Any = None
+    flag: bool = False
+    cli: str | None = None
+    ini: bool = True
+    env: bool = True
+    benchmark_default: Any = None
+    metavar: str | None = None
+
+    @property
+    def option(self) -> str:
+        return self.cli or "--mmperf-" + self.name.replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        return self.option.lstrip("-").replace("-", "_")
+
+    @property
+    def ini_key(self) -> str:
+        return "mmperf_" + self.name
+
+    @property
+    def env_var(self) -> str:
+        return "PYTEST_MMPERF_" + self.name.upper()
+
+
+_DEVICE_ACCEPTED = ("auto, cpu, cuda, cuda:N, mps, xpu, xpu:N (N >= 0), or a comma-separated "
+                    "list of these, e.g. cpu,cuda:0")
+_BOOL_ACCEPTED = "1/true/yes/on or 0/false/no/off"
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("device", "devices for the mmperf_device fixture; 'auto' = the "
+            "pytest_mmperf_default_device hook, else the best accelerator, else cpu "
+            "(default: auto)", parse_device_list, _DEVICE_ACCEPTED, ("auto",), metavar="DEVICES"),
+    Setting("require_device", "fail, instead of skip, tests whose requested device is not "
+            "available", parse_bool, _BOOL_ACCEPTED, False, flag=True),
+    Setting("seed", "base seed of the synthetic data; each test derives its own seed from it "
+            "and its test id (default: 0)", parse_seed, "an integer >= 0", 0, metavar="N"),
+    Setting("scale", "size of the default synthetic batches and features: smoke | default | "
+            "full (default: default)", parse_scale, ", ".join(SCALES), "default",
+            metavar="SCALE"),
+    Setting("budget", "measuring time in seconds per timing guard per process (default: 2.0; "
+            "8.0 under --benchmark)", parse_budget, "a number of seconds > 0", 2.0,
+            benchmark_default=8.0, metavar="SECONDS"),
+    Setting("processes", "processes whose samples a timing guard pools (default: 3; 5 under "
+            "--benchmark)", parse_processes, "an integer >= 1", 3, benchmark_default=5,
+            metavar="N"),
+    Setting("confidence", "confidence level of the timing guards' intervals (default: 0.95)",
+            parse_confidence, "a number strictly between 0.5 and 1", 0.95, metavar="LEVEL"),
+    Setting("inconclusive", "what a timing guard does when its interval still straddles the "
+            "threshold: estimate | fail | skip (default: estimate)", parse_inconclusive,
+            ", ".join(INCONCLUSIVE_POLICIES), "estimate", metavar="POLICY"),
+    Setting("json", "write the run's guard results and machine info as JSON to this path",
+            parse_path, "a file path", None, metavar="PATH"),
+    Setting("html", "write an HTML report of the run to this path", parse_path, "a file path",
+            None, metavar="PATH"),
+    Setting("snapshots", f"the snapshot JSON file (default: {DEFAULT_SNAPSHOTS} in the rootdir)",
+            parse_path, "a file path", None, metavar="PATH"),
+    # Command line only: an ini key or env var left on would rewrite snapshots in every run.
+    Setting("update_snapshots", "rewrite the snapshot file with this run's counters",
+            parse_bool, _BOOL_ACCEPTED, False, flag=True, ini=False, env=False),
+    Setting("benchmark", "the performance run: select tests using the benchmark fixture or "
+            "timing guards, enable pytest-benchmark timing (overrides --benchmark-disable) and "
+            "raise the guards' budgets", parse_bool, _BOOL_ACCEPTED, False, flag=True,
+            cli="--benchmark", ini=False, env=False),
+)
+SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class MmperfSettings:
+    """The resolved settings of a run (stored in ``config.stash[SETTINGS_KEY]``).
+
+    device may still contain ``"auto"``: resolving it needs torch, so the plugin does it only
+    when a test uses ``mmperf_device``. Paths are absolute. sources maps each setting name to
+    where its value came from (missing = built-in default).
+    """
+
+    device: tuple[str, ...] = ("auto",)
+    require_device: bool = False
+    seed: int = 0
+    scale: str = "default"
+    budget: float = 2.0
+    processes: int = 3
+    confidence: float = 0.95
+    inconclusive: str = "estimate"
+    json: Path | None = None
+    html: Path | None = None
+    snapshots: Path | None = None
+    update_snapshots: bool = False
+    benchmark: bool = False
+    sources: tuple[tuple[str, str], ...] = ()
+
+    def source(self, name: str) -> str:
+        """Where setting `name` came from: an option, env var, ini key, hook or "default"."""
+        return dict(self.sources).get(name, "default")
+
+    def replay_args(self) -> list[str]:
+        """Command-line options that reproduce this run's synthetic data and devices."""
+        return [f"--mmperf-seed={self.seed}", f"--mmperf-scale={self.scale}",
+                f"--mmperf-device={','.join(self.device)}"]
+
+
+SETTINGS_KEY = pytest.StashKey[MmperfSettings]()
+
+
+def invalid(setting: Setting, raw: object, source: str, reason: str) -> pytest.UsageError:
+    """The usage error for a bad value: value, source, reason and what is accepted."""
+    return pytest.UsageError(
+        f"pytest-mmperf: invalid {setting.name} {raw!r} from {source}: {reason}. "
+        f"Accepted: {setting.accepted}."
+    )
+
+
+# --------------------------------------------------------------------------- registration
+def add_options(parser: pytest.Parser) -> None:
+    """Register every setting's option and ini key (called from ``pytest_addoption``)."""
+    group = parser.getgroup("mmperf", "multimodal performance (pytest-mmperf)")
+    for s in SETTINGS:
+        env = f" [env {s.env_var}]" if s.env else ""
+        if s.flag:
+            group.addoption(s.option, action="store_true", dest=s.dest, default=None,
+                            help=s.help + env)
+        else:
+            group.addoption(s.option, action="store", dest=s.dest, default=None,
+                            metavar=s.metavar, help=s.help + env)
+        if s.ini:
+            parser.addini(s.ini_key, s.help + f" ({s.accepted})", type="string", default=None)
+
+
+# --------------------------------------------------------------------------- resolution
+def _ini_source(config: pytest.Config, key: str) -> str:
+    overrides = getattr(config.option, "override_ini", None) or []
+    if any(str(item).split("=", 1)[0].strip() == key for item in overrides):
+        return f"-o/--override-ini {key}"
+    return f"ini file {config.inipath} key {key}" if config.inipath else f"ini key {key}"
+
+
+def _raw(setting: Setting, config: pytest.Config, environ: Mapping[str, str]
+         ) -> tuple[Any, str, Path] | None:
+    """(raw value, source, base dir for relative paths) of the highest source that sets it."""
+    cli = config.getoption(setting.dest, None)
+    if cli is not None:
+        return cli, setting.option, config.invocation_params.dir
+    if setting.env and environ.get(setting.env_var, "").strip():
+        return environ[setting.env_var], f"environment variable {setting.env_var}", \
+            config.invocation_params.dir
+    if setting.ini:
+        source = _ini_source(config, setting.ini_key)
+        try:
+            value = config.getini(setting.ini_key)
+        except pytest.UsageError as exc:  # pytest's own type check (native TOML tables)
+            raise pytest.UsageError(f"pytest-mmperf: {exc} (write it as a string). "
+                                    f"Accepted: {setting.accepted}.") from None
+        if value is not None and str(value).strip():
+            base = config.inipath.parent if config.inipath else config.rootpath
+            return value, source, base
+    return None
+
+
+def resolve_settings(config: pytest.Config, environ: Mapping[str, str] | None = None
+                     ) -> MmperfSettings:
+    """Resolve every setting from CLI > env > ini > hook > default; UsageError on bad values."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    benchmark = bool(config.getoption("benchmark", None))
+    for s in SETTINGS:
+        found = _raw(s, config, environ)
+        if found is None:
+            values[s.name] = s.benchmark_default if benchmark and s.benchmark_default is not None \
+                else s.default
+            continue
+        raw, source, base = found
+        if s.flag and raw is True:  # store_true on the command line
+            value: Any = True
+        else:
+            try:
+                value = s.parse(str(raw))
+            except ValueError as exc:
+                raise invalid(s, raw, source, str(exc)) from None
+        if isinstance(value, Path) and not value.is_absolute():
+            value = base / value
+        values[s.name], sources[s.name] = value, source
+    if "auto" in values["device"]:
+        values["device"], hook_source = _hook_device(config, values["device"])
+        if hook_source:
+            sources["device"] = hook_source
+    if values["snapshots"] is None:
+        values["snapshots"] = config.rootpath / DEFAULT_SNAPSHOTS
+    return MmperfSettings(**values, sources=tuple(sorted(sources.items())))
+
+
+def _hook_device(config: pytest.Config, devices: tuple[str, ...]
+                 ) -> tuple[tuple[str, ...], str | None]:
+    """Replace ``auto`` with the ``pytest_mmperf_default_device`` hook's answer, if any."""
+    hook = getattr(config.hook, "pytest_mmperf_default_device", None)
+    answer = hook(config=config) if hook is not None else None
+    if answer is None:
+        return devices, None
+    source = "hook pytest_mmperf_default_device"
+    setting = SETTINGS_BY_NAME["device"]
+    if isinstance(answer, (list, tuple)):
+        text = ",".join(map(str, answer))
+    else:
+        text = str(answer)  # a str or a torch.device
+    try:
+        chosen = parse_device_list(text)
+    except ValueError as exc:
+        raise invalid(setting, answer, source, str(exc)) from None
+    merged: list[str] = []
+    for device in devices:
+        for item in chosen if device == "auto" else (device,):
+            if item not in merged:
+                merged.append(item)
+    return tuple(merged), source
+
+
+def get_settings(config: pytest.Config) -> MmperfSettings:
+    """The run's settings; resolved (and stored) on first use if pytest_configure has not."""
+    settings = config.stash.get(SETTINGS_KEY, None)
+    if settings is None:
+        settings = config.stash[SETTINGS_KEY] = resolve_settings(config)
+    return settings
+
+
+# --------------------------------------------------------------------------- markers
+def marker_kwargs(node: pytest.Item, name: str) -> dict[str, Any]:
+    """Keyword arguments of every ``name`` marker on node, the closest marker winning.
+
+    Positional arguments are an error (ValueError naming the marker and the arguments).
+    """
+    merged: dict[str, Any] = {}
+    for mark in reversed(list(node.iter_markers(name))):  # module, class, then function
+        if mark.args:
+            raise ValueError(f"@pytest.mark.{name} takes keyword arguments only, "
+                             f"got positional {mark.args!r}")
+        merged.update(mark.kwargs)
+    return merged
+
+
+def marker_setting(node: pytest.Item, name: str) -> Any:
+    """The value of marker ``mmperf_<name>(value)`` (seed or scale) on node, or None."""
+    mark = node.get_closest_marker("mmperf_" + name)
+    if mark is None:
+        return None
+    setting = SETTINGS_BY_NAME[name]
+    if len(mark.args) != 1 or mark.kwargs:
+        raise ValueError(f"@pytest.mark.mmperf_{name} takes one value, got args={mark.args!r} "
+                         f"kwargs={mark.kwargs!r}; accepted: {setting.accepted}")
+    raw = mark.args[0]
+    if isinstance(raw, bool) or (name == "seed" and not isinstance(raw, (int, str))):
+        raise ValueError(f"@pytest.mark.mmperf_{name}({raw!r}): accepted: {setting.accepted}")
+    try:
+        return setting.parse(str(raw))
+    except ValueError as exc:
+        raise ValueError(f"@pytest.mark.mmperf_{name}({raw!r}): {exc}; "
+                         f"accepted: {setting.accepted}") from None
+
+
+def marker_device_kinds(node: pytest.Item) -> tuple[str, ...] | None:
+    """The kinds/devices allowed by ``mmperf_devices(*kinds)`` on node, None without marker.
+
+    Each entry is a kind (``"cuda"`` matches every ``cuda:N``) or an exact device (``"cuda:1"``).
+    """
+    mark = node.get_closest_marker("mmperf_devices")
+    if mark is None:
+        return None
+    accepted = "device kinds cpu, cuda, mps, xpu or devices such as cuda:1"
+    if not mark.args or mark.kwargs:
+        raise ValueError(f"@pytest.mark.mmperf_devices needs one or more positional kinds, got "
+                         f"args={mark.args!r} kwargs={mark.kwargs!r}; accepted: {accepted}")
+    kinds = []
+    for arg in mark.args:
+        text = str(arg).strip().lower() if isinstance(arg, str) else ""
+        if not _DEVICE_RE.fullmatch(text):
+            raise ValueError(f"@pytest.mark.mmperf_devices: {arg!r} is not a device kind; "
+                             f"accepted: {accepted}")
+        kinds.append(text)
+    return tuple(kinds)
+
+
+def parametrizes(node: Any, name: str) -> bool:
+    """Whether the test parametrises argument `name` itself (then the plugin leaves it alone)."""
+    for mark in node.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", ())
+        names = names.split(",") if isinstance(names, str) else names
+        if name in (n.strip() for n in names):
+            return True
+    return False
+
+
+def device_allowed(device: str, kinds: Iterable[str]) -> bool:
+    """Whether a concrete device (``"cuda:0"``) matches one of the marker's kinds/devices."""
+    kind = device.split(":", 1)[0]
+    return any(k == device or k == kind for k in kinds)
+
+
+def derive_seed(base: int, key: str) -> int:
+    """A stable 32-bit seed from the base seed and a test key (sha256, never ``hash()``,
+    which is salted per process)."""
+    digest = hashlib.sha256(f"{base}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def settings_as_dict(settings: MmperfSettings) -> dict[str, Any]:
+    """JSON-ready settings (paths as strings), for reports."""
+    out: dict[str, Any] = {}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if f.name == "sources":
+            value = dict(value)
+        elif isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
