@@ -1,0 +1,286 @@
+"""Correctness of reference/preprocess.py (in memory): the naive loop is the seed's Compose, the
+batched fast path equals it within one uint8 step, every option gives the same values, accepted
+image modes convert identically in both pipelines, and every bad input names the item.
+
+Images are small (6 per batch, 64-640 px, both smaller and larger than 224) so the file runs in
+seconds; ``-s`` shows the measured differences.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms
+
+from pytest_mmperf.stages import stage_breakdown
+from pytest_mmperf.synthetic import ImageTextBatch
+from reference import preprocess as pp
+from reference.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BatchedPreprocessor,
+    NaivePreprocessor,
+    SeedOptimizedPreprocessor,
+    batched_preprocess,
+    normalize_uint8,
+)
+
+pytestmark = pytest.mark.mmperf_batch(batch_size=6, min_side=64, max_side=640)
+MAX_ABS, MEAN_ABS = 0.02, 0.005  # after normalisation: ~1 uint8 step is 1/(255 * 0.225) = 0.0174
+
+
+def _diff(name: str, got: torch.Tensor, want: torch.Tensor) -> tuple[float, float]:
+    assert got.shape == want.shape, (got.shape, want.shape)
+    delta = (got.float().cpu() - want.float().cpu()).abs()
+    worst, mean = float(delta.max()), float(delta.mean())
+    print(f"\n{name}: max abs diff {worst:.5f}, mean abs diff {mean:.6f}")
+    return worst, mean
+
+
+def _seed_compose_by_hand(images: list[Image.Image]) -> torch.Tensor:
+    """The seed's DataPreprocessor typed out again (syntax error fixed), independent of pp."""
+    transform = transforms.Compose([
+        transforms.Resize((224, 224), antialias=True),
+        transforms.ToTensor(),
+        transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+    ])
+    return torch.stack([transform(img) for img in images])
+
+
+# --- the seed's pipelines ---------------------------------------------------------------------
+def test_naive_is_the_seed_pipeline(mmperf_batch: ImageTextBatch) -> None:
+    sizes = mmperf_batch.image_sizes
+    assert min(min(s) for s in sizes) < 224 < max(max(s) for s in sizes)  # up- and downscaling
+    out = NaivePreprocessor()(mmperf_batch.images)
+    assert out.shape == (6, 3, 224, 224) and out.dtype == torch.float32
+    assert torch.equal(out, _seed_compose_by_hand(mmperf_batch.images))
+
+
+def test_seed_optimized_transform_equals_naive_on_pil(mmperf_batch: ImageTextBatch) -> None:
+    # The seed's "optimised" transform only drops antialias=True, which v1 Resize ignores for
+    # PIL images: the same numbers, hence no in-memory gain (the benchmarks show ~1.0x).
+    seed_opt = SeedOptimizedPreprocessor()
+    assert "antialias=True" in repr(NaivePreprocessor().transform.transforms[0])
+    assert torch.equal(seed_opt(mmperf_batch.images), NaivePreprocessor()(mmperf_batch.images))
+
+
+# --- batched vs naive -------------------------------------------------------------------------
+@pytest.mark.parametrize("image_format", ["pil", "uint8"])
+@pytest.mark.parametrize("backend", ["tv", "pil"])
+def test_batched_matches_naive(mmperf_batch_factory: Callable[..., ImageTextBatch],
+                               image_format: str, backend: str) -> None:
+    images = mmperf_batch_factory(image_format=image_format).images
+    want = NaivePreprocessor()(images)
+    got = BatchedPreprocessor(resize_backend=backend)(images)
+    assert got.shape == (6, 3, 224, 224) and got.dtype == torch.float32 and got.is_contiguous()
+    worst, mean = _diff(f"batched[{backend}] vs naive on {image_format} images", got, want)
+    assert worst <= MAX_ABS and mean <= MEAN_ABS
+    if backend == "pil":  # same Pillow resize: only the fused normalise's rounding differs
+        assert worst <= 1e-5
+
+
+def test_auto_backend_follows_cpu_capability(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pp.platform, "machine", lambda: "x86_64")
+    for capability, backend in [("AVX512", "tv"), ("AVX2", "tv"), ("DEFAULT", "pil")]:
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        assert BatchedPreprocessor().options.resize_backend == backend, capability
+
+
+def test_normalize_uint8_is_the_imagenet_formula() -> None:
+    pixels = torch.arange(256, dtype=torch.uint8).repeat(2, 3, 1).view(2, 3, 16, 16)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    want = (pixels.double() / 255 - mean) / std
+    got = normalize_uint8(pixels)
+    assert got.dtype == torch.float32
+    assert float((got.double() - want).abs().max()) < 1e-6
+    half = normalize_uint8(pixels, dtype=torch.bfloat16, channels_last=True)
+    assert half.dtype == torch.bfloat16 and half.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(half.double(), want, rtol=2**-8, atol=0)  # one bf16 rounding
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, "bfloat16"])
+def test_every_option_gives_the_same_values(mmperf_batch: ImageTextBatch, dtype: Any,
+                                            channels_last: bool) -> None:
+    want = BatchedPreprocessor(num_threads=1)(mmperf_batch.images)
+    got = BatchedPreprocessor(dtype=dtype, channels_last=channels_last)(mmperf_batch.images)
+    expected_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    assert got.dtype == expected_dtype and got.shape == want.shape
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert got.is_contiguous(memory_format=fmt)
+    rtol = {torch.float32: 0.0, torch.bfloat16: 2**-8, torch.float16: 2**-10}[expected_dtype]
+    torch.testing.assert_close(got.float(), want, rtol=rtol, atol=1e-6)
+    _diff(f"{expected_dtype} channels_last={channels_last} vs float32", got, want)
+
+
+def test_thread_count_does_not_change_the_result(mmperf_batch: ImageTextBatch) -> None:
+    one = batched_preprocess(mmperf_batch.images, num_threads=1)
+    assert torch.equal(batched_preprocess(mmperf_batch.images, num_threads=3), one)
+    assert torch.equal(batched_preprocess(mmperf_batch.images), one)
+
+
+@pytest.mark.parametrize("normalize_on_device", [True, False])
+def test_device_path_equals_host_path(mmperf_batch: ImageTextBatch,
+                                      mmperf_device: torch.device,
+                                      normalize_on_device: bool) -> None:
+    host = BatchedPreprocessor()(mmperf_batch.images)
+    moved = BatchedPreprocessor(device=mmperf_device,
+                                normalize_on_device=normalize_on_device)(mmperf_batch.images)
+    assert moved.device.type == mmperf_device.type
+    torch.testing.assert_close(moved.cpu(), host, rtol=0, atol=1e-6)
+
+
+def test_pin_memory_defaults_to_cuda_only() -> None:
+    assert BatchedPreprocessor(device="cpu").options.pin_memory is False
+    assert BatchedPreprocessor().options.pin_memory is False
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"pin_memory=True needs a CUDA device"):
+            BatchedPreprocessor(pin_memory=True)
+    else:
+        assert BatchedPreprocessor(device="cuda").options.pin_memory is True
+        out = BatchedPreprocessor(pin_memory=True)([Image.new("RGB", (50, 40))])
+        assert out.is_pinned()
+
+
+def test_stage_labels(mmperf_batch: ImageTextBatch) -> None:
+    batched = stage_breakdown(lambda: batched_preprocess(mmperf_batch.images, num_threads=1),
+                              repeats=1)
+    assert {"convert", "resize", "collate", "normalize"} <= set(batched.stages)
+    naive = stage_breakdown(lambda: NaivePreprocessor()(mmperf_batch.images), repeats=1)
+    assert {"convert", "resize", "collate", "normalize"} <= set(naive.stages)
+    threaded = stage_breakdown(lambda: batched_preprocess(mmperf_batch.images, num_threads=2),
+                               repeats=1)
+    assert {"resize", "normalize"} <= set(threaded.stages)
+
+
+# --- accepted inputs: converted identically in both pipelines, never mutated ------------------
+def _in_mode(image: Image.Image, mode: str) -> Image.Image:
+    if mode in ("RGBA", "LA", "PA"):  # a varying alpha channel that must be ignored
+        alpha = Image.linear_gradient("L").resize(image.size)
+        rgba = image.copy()
+        rgba.putalpha(alpha)
+        return rgba.convert(mode)
+    return image.convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["L", "1", "LA", "P", "PA", "RGBA", "RGBX", "CMYK", "YCbCr"])
+def test_accepted_modes_convert_like_image_convert_rgb(mmperf_batch: ImageTextBatch,
+                                                       mode: str) -> None:
+    images = [_in_mode(img, mode) for img in mmperf_batch.images[:3]]
+    assert {img.mode for img in images} == {mode}
+    as_rgb = [img.convert("RGB") for img in images]
+    naive, batched = NaivePreprocessor()(images), BatchedPreprocessor()(images)
+    assert torch.equal(naive, NaivePreprocessor()(as_rgb))
+    assert torch.equal(batched, BatchedPreprocessor()(as_rgb))
+    worst, mean = _diff(f"mode {mode}: batched vs naive", batched, naive)
+    assert worst <= MAX_ABS and mean <= MEAN_ABS
+    if mode in ("L", "1", "LA"):  # grey -> three equal channels (before normalisation)
+        pixels = naive * torch.tensor(IMAGENET_STD).view(3, 1, 1) \
+            + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        assert float((pixels[:, 0] - pixels[:, 2]).abs().max()) < 1e-5
+
+
+def test_mixed_pil_and_tensor_batch(mmperf_batch_factory: Callable[..., ImageTextBatch]) -> None:
+    pil = mmperf_batch_factory().images
+    tensors = mmperf_batch_factory(image_format="uint8").images
+    mixed = [pil[0], tensors[1], pil[2], tensors[3]]
+    assert torch.equal(BatchedPreprocessor()(mixed), BatchedPreprocessor()(pil[:4]))
+    assert torch.equal(NaivePreprocessor()(mixed), NaivePreprocessor()(pil[:4]))
+
+
+PREPROCESSORS: dict[str, Callable[[Any], torch.Tensor]] = {
+    "naive": NaivePreprocessor(),
+    "seed-optimized": SeedOptimizedPreprocessor(),
+    "batched": BatchedPreprocessor(),
+    "batched-pil-1thread": BatchedPreprocessor(resize_backend="pil", num_threads=1),
+    "function": batched_preprocess,
+}
+
+
+@pytest.mark.parametrize("name", list(PREPROCESSORS))
+def test_inputs_are_not_mutated(mmperf_batch_factory: Callable[..., ImageTextBatch],
+                                name: str) -> None:
+    pil = mmperf_batch_factory().images[:2]
+    tensors = mmperf_batch_factory(image_format="uint8").images[:2]
+    square = torch.randint(0, 256, (3, 224, 224), dtype=torch.uint8)  # resize is a no-op
+    grey = pil[0].convert("L")
+    before = ([img.tobytes() for img in pil], [t.clone() for t in tensors], square.clone(),
+              grey.tobytes())
+    out = PREPROCESSORS[name]([*pil, *tensors, square, grey])
+    out.add_(1.0)  # the result must not share memory with an input either
+    assert [img.tobytes() for img in pil] == before[0] and grey.tobytes() == before[3]
+    assert all(torch.equal(t, c) for t, c in zip(tensors, before[1], strict=True))
+    assert torch.equal(square, before[2]) and grey.mode == "L" and pil[0].mode == "RGB"
+
+
+# --- bad input --------------------------------------------------------------------------------
+def _rgb(width: int = 40, height: int = 30) -> Image.Image:
+    return Image.new("RGB", (width, height), (10, 120, 200))
+
+
+BAD_BATCHES: dict[str, tuple[Any, type[Exception], str]] = {
+    "empty": ([], ValueError, r"images is empty; pass at least one image"),
+    "bare-tensor": (torch.zeros(2, 3, 8, 8, dtype=torch.uint8), TypeError,
+                    r"must be a list or tuple of images, got Tensor.*list\(batch\)"),
+    "single-image": (_rgb(), TypeError, r"must be a list or tuple of images, got Image"),
+    "16-bit": ([_rgb(), _rgb(), Image.new("I;16", (20, 20))], ValueError,
+               r"images\[2\]: PIL image mode 'I;16' is not accepted.*accepted modes: RGB"),
+    "32-bit": ([Image.new("I", (20, 20))], ValueError, r"images\[0\]: PIL image mode 'I'"),
+    "float-mode": ([_rgb(), Image.new("F", (20, 20))], ValueError, r"images\[1\].*mode 'F'"),
+    "float-tensor": ([_rgb(), torch.rand(3, 20, 20)], TypeError,
+                     r"images\[1\]: tensor of dtype torch.float32 is not accepted.*uint8"),
+    "rank-2": ([torch.zeros(20, 20, dtype=torch.uint8)], ValueError,
+               r"images\[0\]: tensor of shape \(20, 20\) is not accepted.*\(3, H, W\)"),
+    "rank-4": ([torch.zeros(1, 3, 20, 20, dtype=torch.uint8)], ValueError,
+               r"images\[0\]: tensor of shape \(1, 3, 20, 20\)"),
+    "one-channel": ([_rgb(), _rgb(), _rgb(), torch.zeros(1, 20, 20, dtype=torch.uint8)],
+                    ValueError, r"images\[3\]: tensor of shape \(1, 20, 20\).*expand"),
+    "four-channels": ([torch.zeros(4, 20, 20, dtype=torch.uint8)], ValueError,
+                      r"images\[0\]: tensor of shape \(4, 20, 20\)"),
+    "empty-tensor": ([torch.zeros(3, 0, 20, dtype=torch.uint8)], ValueError,
+                     r"images\[0\]: empty tensor of shape \(3, 0, 20\)"),
+    "numpy": ([_rgb(), np.zeros((20, 20, 3), np.uint8)], TypeError,
+              r"images\[1\]: ndarray is not accepted; accepted: RGB PIL images"),
+    "path": (["cat.jpg"], TypeError, r"images\[0\]: str is not accepted"),
+}
+
+
+@pytest.mark.parametrize("name", list(PREPROCESSORS))
+@pytest.mark.parametrize("case", list(BAD_BATCHES))
+def test_bad_batches_name_the_item(name: str, case: str) -> None:
+    images, error, message = BAD_BATCHES[case]
+    with pytest.raises(error, match=message):
+        PREPROCESSORS[name](images)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"size": 0}, r"size must be an int >= 1, got 0"),
+    ({"size": 224.0}, r"size must be an int >= 1, got 224.0"),
+    ({"dtype": torch.int8}, r"dtype must be one of torch.float32.*got torch.int8"),
+    ({"dtype": "half-ish"}, r"dtype must be one of .*got 'half-ish'"),
+    ({"resize_backend": "cv2"}, r"resize_backend must be one of auto, pil, tv, got 'cv2'"),
+    ({"num_threads": 0}, r"num_threads must be None .* got 0"),
+    ({"device": "gpu:x"}, r"device must be None, a torch.device .* got 'gpu:x'"),
+    ({"mean": (0.5, 0.5)}, r"mean must be 3 numbers .* got \(0.5, 0.5\)"),
+    ({"std": (0.2, 0.0, 0.2)}, r"std must be 3 numbers .*all > 0, got \(0.2, 0.0, 0.2\)"),
+])
+def test_bad_options_name_the_value(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BatchedPreprocessor(**kwargs)
+    with pytest.raises(ValueError, match=message):
+        batched_preprocess([_rgb()], **kwargs)
+
+
+@pytest.mark.parametrize("batch", [torch.zeros(2, 3, 4, 4), torch.zeros(3, 4, 4, dtype=torch.uint8),
+                                   torch.zeros(2, 1, 4, 4, dtype=torch.uint8)])
+def test_normalize_uint8_rejects_bad_batches(batch: torch.Tensor) -> None:
+    shape = re.escape(str(tuple(batch.shape)))
+    with pytest.raises(ValueError, match=rf"uint8 \(B, 3, H, W\).*{shape}"):
+        normalize_uint8(batch)
