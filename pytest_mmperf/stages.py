@@ -1,0 +1,269 @@
+"""Stage breakdown: where the time of a call goes, from ``torch.profiler.record_function`` labels.
+
+Label your own code the usual PyTorch way and get the breakdown that the report shows for the
+reference pipelines::
+
+    from torch.profiler import record_function
+
+    def preprocess(paths):
+        with record_function("mmperf::decode"):
+            images = [decode(p) for p in paths]
+        with record_function("mmperf::resize"):
+            ...
+
+    breakdown = stage_breakdown(lambda: preprocess(paths))
+    breakdown.stages   # {"decode": 0.0123, "resize": 0.0045, ..., "other (unlabelled)": 0.0002}
+
+How the numbers are made:
+
+* ``fn`` runs ``warmup`` times outside the profiler, then ``repeats`` times under one
+  ``torch.profiler.profile`` session (CPU activity; CUDA activity too on a CUDA device), each call
+  inside a root range of its own.
+* A stage's time is the **self time of its labels**: the wall time of each labelled range minus the
+  wall time of the labelled ranges nested in it (not minus the aten ops inside, which is what the
+  profiler's own ``self_cpu_time_total`` means). Labels with the same stage name add up.
+* ``"other (unlabelled)"`` is the part of the call outside any label, so the stages add up to the
+  call's total wall time (``total_s``, measured by the root range in the same profiler clock).
+* Values are seconds per call, the mean over ``repeats``; stages are in first-seen order.
+* The profiler costs a few microseconds per op, so absolute times are somewhat inflated, most for
+  code made of many tiny ops; read the breakdown as proportions, and time with the guards.
+
+DataLoader worker processes are **not** profiled by the main process. With ``num_workers > 0``, the
+worker-side stages (decode, resize, ... inside the Dataset) are invisible; the main process only
+waits for batches inside ``_MultiProcessingDataLoaderIter.__next__``, which this module reports as
+the stage ``"wait for workers"`` (see :data:`DEFAULT_EXTRA_LABELS`). Profile with ``num_workers=0``
+to see the worker-side stages. Labels recorded on other threads of the main process (a pin-memory
+thread, user threads) overlap the calling thread's time and are not counted.
+
+On a CUDA device, each call ends with a synchronisation inside the root range (so ``total_s`` is
+the real wall time), and the kernels launched inside a label are attributed to it. A stage's time
+is then ``max(CPU self time, GPU kernel self time)``: what the stage would cost if it ran alone and
+waited for its kernels. Both raw figures are kept in :attr:`StageBreakdown.cpu_stages` and
+:attr:`StageBreakdown.device_stages`. (Not yet checked on a GPU machine; the CPU path is tested.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+OTHER_STAGE = "other (unlabelled)"
+WAIT_STAGE = "wait for workers"
+# Ranges recorded by PyTorch itself that deserve a stage of their own (range name -> stage name).
+DEFAULT_EXTRA_LABELS: Mapping[str, str] = {
+    "enumerate(DataLoader)#_MultiProcessingDataLoaderIter.__next__": WAIT_STAGE,
+}
+_ROOT_LABEL = "mmperf-stages::call"  # wraps each profiled call; its wall time is total_s
+
+
+
+@dataclass(frozen=True)
+class StageBreakdown:
+    """Seconds per call spent in each stage of a labelled function.
+
+    ``stages`` maps stage name (label with the prefix stripped, or an extra label's stage name, or
+    :data:`OTHER_STAGE`) to mean seconds per call, in first-seen order with :data:`OTHER_STAGE`
+    last; its values add up to ``total_s`` (up to rounding).
+    """
+
+    stages: dict[str, float]
+    total_s: float
+    repeats: int
+    device: str
+    prefix: str
+    cpu_stages: dict[str, float] = field(default_factory=dict)
+    device_stages: dict[str, float] | None = None
+
+    @property
+    def labelled_s(self) -> float:
+        """Seconds per call inside labels (everything but :data:`OTHER_STAGE`)."""
+        return sum(v for k, v in self.stages.items() if k != OTHER_STAGE)
+
+    def fractions(self) -> dict[str, float]:
+        """Each stage as a fraction of ``total_s`` (all zeros for a zero total)."""
+        if self.total_s <= 0:
+            return {k: 0.0 for k in self.stages}
+        return {k: v / self.total_s for k, v in self.stages.items()}
+
+    def to_figure(self, family: str, implementation: str) -> dict[str, Any]:
+        """The report's ``{"kind": "breakdown", ...}`` record (see :mod:`pytest_mmperf.html`)."""
+        record: dict[str, Any] = {
+            "kind": "breakdown",
+            "family": family,
+            "implementation": implementation,
+            "stages": dict(self.stages),
+            "total_s": self.total_s,
+            "repeats": self.repeats,
+            "device": self.device,
+        }
+        if self.device_stages is not None:
+            record["cpu_stages"] = dict(self.cpu_stages)
+            record["device_stages"] = dict(self.device_stages)
+        return record
+
+
+def _check_args(fn: object, prefix: object, repeats: object, warmup: object) -> None:
+    if not callable(fn):
+        raise TypeError(f"stage_breakdown(fn=...) needs a callable taking no arguments, got "
+                        f"{type(fn).__name__} {fn!r}")
+    if not isinstance(prefix, str) or not prefix:
+        raise ValueError(f"stage_breakdown(prefix=...) must be a non-empty string such as "
+                         f"'mmperf::', got {prefix!r}")
+    for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"stage_breakdown({name}=...) must be an integer >= {low}, "
+                             f"got {value!r}")
+
+
+def stage_breakdown(
+    fn: Callable[[], object],
+    *,
+    prefix: str = "mmperf::",
+    repeats: int = 3,
+    warmup: int = 1,
+    device: str = "cpu",
+    extra_labels: Mapping[str, str] | None = None,
+) -> StageBreakdown:
+    """Profile ``fn()`` and return the self time of its ``record_function`` stages per call.
+
+    Args:
+        fn: called with no arguments; its own labels ``prefix + stage`` define the stages.
+        prefix: only ranges whose name starts with it are stages (``"mmperf::decode"`` ->
+            ``"decode"``); other ranges (aten ops, ``nn.Module`` names) count towards the
+            enclosing stage.
+        repeats: profiled calls; the result is the mean per call.
+        warmup: unprofiled calls first (lazy initialisation, allocator and cache warm-up).
+        device: where ``fn`` runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...); a CUDA device adds
+            the CUDA activity and a synchronisation at the end of each call.
+        extra_labels: range names that are stages without the prefix (exact name -> stage
+            name); default :data:`DEFAULT_EXTRA_LABELS` (the DataLoader's wait for workers).
+
+    Returns:
+        A :class:`StageBreakdown` (see the module docstring for what the numbers mean).
+    """
+    _check_args(fn, prefix, repeats, warmup)
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    # The CUDA build prints noise lines on fd 2 when a profiler starts/stops without a GPU.
+    from pytest_mmperf.counters import quiet_native_stderr
+
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    extras = dict(DEFAULT_EXTRA_LABELS if extra_labels is None else extra_labels)
+    for _ in range(warmup):
+        fn()
+    if cuda:
+        torch.cuda.synchronize(dev)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    prof = profile(activities=activities, record_shapes=False, with_stack=False)
+    with quiet_native_stderr():
+        prof.__enter__()
+    try:
+        for _ in range(repeats):
+            with record_function(_ROOT_LABEL):
+                fn()
+                if cuda:
+                    torch.cuda.synchronize(dev)
+    finally:
+        with quiet_native_stderr():
+            prof.__exit__(None, None, None)
+    with quiet_native_stderr():  # post-processing may query devices as well
+        events = list(prof.events())
+    return _aggregate(events, prefix, extras, repeats, str(dev), cuda)
+
+
+def _stage_name(name: str, prefix: str, extras: Mapping[str, str]) -> str | None:
+    if name == _ROOT_LABEL:
+        return OTHER_STAGE
+    if name.startswith(prefix):
+        return name[len(prefix):] or name
+    return extras.get(name)
+
+
+def _duration_s(event: Any) -> float:
+    return max(0.0, float(event.time_range.end - event.time_range.start)) * 1e-6
+
+
+def _kernel_s(event: Any) -> float:
+    """GPU time of the kernels launched by ``event`` itself (not by its children)."""
+    total = 0.0
+    for kernel in getattr(event, "kernels", ()) or ():
+        total += float(getattr(kernel, "duration", 0.0))
+    return total * 1e-6
+
+
+def _aggregate(events: list[Any], prefix: str, extras: Mapping[str, str], repeats: int,
+               device: str, cuda: bool) -> StageBreakdown:
+    """Self times of labelled ranges from the profiler's event tree (times in microseconds)."""
+    # The profiler gives each CPU event its enclosing event on the same thread (cpu_parent);
+    # the nearest *labelled* ancestor decides which stage an event belongs to.
+    labelled: dict[int, str] = {}
+    for ev in events:
+        stage = _stage_name(ev.name, prefix, extras)
+        if stage is not None and getattr(ev, "device_type", None) is not None \
+                and str(ev.device_type).endswith("CPU"):
+            labelled[id(ev)] = stage
+
+    def owner(ev: Any) -> Any | None:
+        parent = ev.cpu_parent
+        while parent is not None and id(parent) not in labelled:
+            parent = parent.cpu_parent
+        return parent
+
+    cpu: dict[str, float] = {}
+    gpu: dict[str, float] = {}
+    first_seen: dict[str, float] = {}
+    total = 0.0
+    roots = 0
+    for ev in events:
+        stage = labelled.get(id(ev))
+        if stage is not None:
+            parent = owner(ev)
+            if stage == OTHER_STAGE:
+                if parent is not None:  # a root nested in a root: fn called stage_breakdown
+                    continue
+                roots += 1
+                total += _duration_s(ev)
+            elif parent is None:
+                continue  # a label outside the profiled calls (another thread): overlaps them
+            cpu[stage] = cpu.get(stage, 0.0) + _duration_s(ev)
+            first_seen.setdefault(stage, float(ev.time_range.start))
+            if parent is not None:
+                parent_stage = labelled[id(parent)]
+                cpu[parent_stage] = cpu.get(parent_stage, 0.0) - _duration_s(ev)
+        if cuda:
+            holder = ev if id(ev) in labelled else owner(ev)
+            if holder is not None and _kernel_s(ev) > 0:
+                name = labelled[id(holder)]
+                gpu[name] = gpu.get(name, 0.0) + _kernel_s(ev)
+    if roots == 0:
+        raise RuntimeError("the profiler recorded none of the calls of fn; is another "
+                           "torch.profiler session active around stage_breakdown?")
+    order = sorted((s for s in cpu if s != OTHER_STAGE), key=lambda s: first_seen[s])
+    order.append(OTHER_STAGE)
+    per_call = 1.0 / repeats
+    cpu_stages = {s: max(0.0, cpu.get(s, 0.0)) * per_call for s in order}
+    total_s = total * per_call
+    device_stages: dict[str, float] | None = None
+    if cuda:
+        device_stages = {s: gpu.get(s, 0.0) * per_call for s in order}
+        stages = {s: max(cpu_stages[s], device_stages[s]) for s in order if s != OTHER_STAGE}
+        stages[OTHER_STAGE] = max(0.0, total_s - sum(stages.values()))
+    else:
+        stages = dict(cpu_stages)
+    return StageBreakdown(stages=stages, total_s=total_s, repeats=repeats, device=device,
+                          prefix=prefix, cpu_stages=cpu_stages, device_stages=device_stages)
+
+
+def format_breakdown(breakdown: StageBreakdown) -> str:
+    """One line per stage: ``decode  12.3 ms  45.6%`` (for logs and quick looks)."""
+    from pytest_mmperf.report import format_seconds
+
+    width = max((len(s) for s in breakdown.stages), default=5)
+    lines = [f"{s:<{width}}  {format_seconds(v):>10}  {100 * f:5.1f}%"
+             for (s, v), f in zip(breakdown.stages.items(), breakdown.fractions().values(),
+                                  strict=True)]
+    lines.append(f"{'total':<{width}}  {format_seconds(breakdown.total_s):>10}  100.0%")
+    return "\n".join(lines)

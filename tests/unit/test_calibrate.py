@@ -1,0 +1,97 @@
+"""Machine calibration: practical matmul and memory-copy peaks, cached; efficiency."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from pytest_mmperf import calibrate
+from pytest_mmperf.calibrate import Peak, efficiency, matmul_peak, measure_matmul, memcpy_peak
+
+# Small sizes and short runs: the machine is shared and the tests must stay quick.
+N = 256
+RUN = 0.1
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Measure with one intra-op thread. On a 2-core machine whose cores are busy with other
+    processes, a 2-thread OpenMP matmul waits at barriers for a descheduled thread (measured
+    here: n=256 at 1-9 GFLOP/s with 2 threads, 16-156 with 1), which would make the comparisons
+    below depend on the neighbours' load rather than on the code."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    calibrate.clear_cache()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        calibrate.clear_cache()
+
+
+def test_matmul_peak_is_best_block_gflops_and_cached() -> None:
+    peak = matmul_peak(torch.float32, "cpu", n=N, min_run_time=RUN)
+    assert peak.kind == "matmul" and peak.unit == "GFLOP/s" and peak.dtype == "float32"
+    assert peak.work == 2 * N**3
+    assert peak.value == pytest.approx(peak.work / peak.seconds / 1e9)
+    assert peak.value > 0 and peak.seconds <= peak.median_s  # a peak is the best block
+    assert peak.threads == torch.get_num_threads() == 1
+    again = matmul_peak("float32", "cpu", n=N, min_run_time=RUN)  # same key, other spelling
+    assert again is peak  # cached: the very same object, not a new measurement
+    assert matmul_peak(torch.float32, "cpu", n=N // 2, min_run_time=RUN) is not peak
+
+
+def test_peak_beats_a_tiny_matmul_measured_the_same_way() -> None:
+    """A 16x16 matmul is dominated by call overhead: far below the practical peak. The factor-2
+    tolerance keeps a busy shared machine from failing it; a wrong FLOP formula would not pass."""
+    peak = matmul_peak(torch.float32, "cpu", n=N, min_run_time=RUN)
+    tiny = measure_matmul(torch.float32, "cpu", 16, min_run_time=RUN)
+    assert tiny.work == 2 * 16**3
+    assert peak.value >= 0.5 * tiny.value, (peak, tiny)
+
+
+def test_bf16_peak_measured() -> None:
+    peak = matmul_peak(torch.bfloat16, "cpu", n=N, min_run_time=RUN)
+    assert peak.dtype == "bfloat16" and peak.value > 0
+
+
+def test_memcpy_peak_counts_read_and_write() -> None:
+    nbytes = 4 << 20
+    peak = memcpy_peak("cpu", nbytes=nbytes, min_run_time=RUN)
+    assert peak.kind == "memcpy" and peak.unit == "GB/s" and peak.size == nbytes
+    assert peak.work == 2 * nbytes
+    assert peak.value == pytest.approx(2 * nbytes / peak.seconds / 1e9)
+    assert memcpy_peak(torch.device("cpu"), nbytes=nbytes, min_run_time=RUN) is peak
+    assert set(peak.to_dict()) >= {"kind", "value", "unit", "device", "seconds"}
+
+
+def test_efficiency() -> None:
+    peak = Peak(kind="matmul", value=200.0, unit="GFLOP/s", dtype="float32", device="cpu",
+                size=1024, work=2 * 1024**3, seconds=0.01, median_s=0.011, blocks=5, threads=2)
+    assert efficiency(50.0, peak) == pytest.approx(0.25)
+    assert efficiency(300.0, 200.0) == pytest.approx(1.5)  # not clamped
+    assert efficiency(0.0, 1.0) == 0.0
+
+
+@pytest.mark.parametrize("achieved, peak, match", [
+    (1.0, 0.0, "peak=0"), (-1.0, 2.0, "achieved"), (float("nan"), 2.0, "achieved"),
+    (1.0, float("inf"), "peak"), ("fast", 2.0, "achieved"),
+])
+def test_efficiency_rejects(achieved: object, peak: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        efficiency(achieved, peak)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: matmul_peak(torch.int64), "floating-point"),
+    (lambda: matmul_peak("float33"), "float33"),
+    (lambda: matmul_peak(n=0), "n=0"),
+    (lambda: matmul_peak(device="gpu7"), "gpu7"),
+    (lambda: memcpy_peak(nbytes=-1), "nbytes=-1"),
+    (lambda: memcpy_peak(min_run_time=0), "min_run_time"),
+])
+def test_bad_arguments(call: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        call()  # type: ignore[operator]
