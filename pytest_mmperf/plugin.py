@@ -65,6 +65,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("help", False):
         return  # `pytest --help` must work even when a setting is invalid
     settings = config.stash[cfg.SETTINGS_KEY] = cfg.resolve_settings(config)
+    from pytest_mmperf import session  # report, JSON/HTML and snapshot hooks
+
+    config.pluginmanager.register(session, "mmperf-session")
     if settings.benchmark:
         # The performance run wins over `--benchmark-disable` / `--benchmark-skip` in addopts.
         config.option.benchmark_disable = False

@@ -118,6 +118,8 @@ def guard_row(result: Mapping[str, Any]) -> dict[str, str]:
     if isinstance(device, (list, tuple)):
         device = ",".join(str(d) for d in device)
     threshold = result.get("threshold")
+    if isinstance(threshold, Mapping):  # max_ops: {op: limit}
+        threshold = ",".join(f"{op.split('.')[-1]}<={n}" for op, n in threshold.items())
     return {
         "test": str(result.get("nodeid", "")),
         "metric": str(result.get("metric") or result.get("kind") or "-"),
@@ -214,6 +216,7 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are meant to be shared (CI artifacts)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
