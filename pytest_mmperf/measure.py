@@ -1,0 +1,407 @@
+"""Timing of zero-argument callables on a device: warm-up, synchronisation, blocks, samples.
+
+The unit of measurement is a *block*: ``number`` back-to-back calls of one callable, timed as a
+whole and divided by ``number`` (seconds per call). ``number`` is calibrated per callable, the way
+``torch.utils.benchmark.Timer.blocked_autorange`` does it, so that one block lasts about
+``block_s`` (20 ms by default): long enough that timer resolution and the synchronisation cost are
+negligible, short enough that a process yields dozens of blocks within a budget of a second.
+
+Two callables that are compared (:func:`time_pair`) are measured *interleaved*, one block of each
+per round, in a randomised order per round: slow drift of the machine (another process waking up,
+thermal or frequency changes) then hits both sides alike and cancels in the per-round ratio that
+:mod:`pytest_mmperf.stats` works on.
+
+Why not ``torch.utils.benchmark.Timer.timeit`` per block: it runs ``max(number // 100, 2)`` extra
+warm-up calls before *every* block (a 40 % overhead for a 5-call block of a few-ms op) and it pins
+the thread count to its ``num_threads`` argument (default 1), so it would time single-threaded code
+while the code under test runs with torch's full thread pool. We reuse what fits instead: the
+accelerator-synchronising clock of ``torch.utils.benchmark`` on non-CUDA accelerators, CUDA events
+on CUDA, Python's ``timeit`` practice of disabling the garbage collector inside a timed block, and
+:meth:`PairSamples.to_measurements` hands the samples back as ``torch.utils.benchmark``
+``Measurement`` objects for ``Compare``.
+
+This module imports neither pytest nor (at import time) torch.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Defaults shared by the guards. They were tuned with the error-rate study (see the README):
+# a block of ~20 ms, at least 8 rounds per process, and a per-process budget of about a second.
+DEFAULT_BLOCK_S = 0.02
+DEFAULT_WARMUP_S = 0.05
+DEFAULT_MIN_BLOCKS = 8
+DEFAULT_MAX_BLOCKS = 100_000
+
+Clock = Callable[[], float]
+
+
+def _device_str(device: Any) -> str:
+    """``torch.device("cuda", 0)`` / ``"cuda:0"`` -> ``"cuda:0"``; validates the type only."""
+    if isinstance(device, str):
+        if not device:
+            raise ValueError("device must be a non-empty string such as 'cpu' or 'cuda:0', got ''")
+        return device
+    text = str(device)  # torch.device prints as "cuda:0"
+    if type(device).__name__ != "device":
+        raise TypeError(
+            f"device must be a str or torch.device, got {type(device).__name__} {device!r}"
+        )
+    return text
+
+
+def _device_type(device: str) -> str:
+    return device.split(":", 1)[0]
+
+
+def synchronize(device: str) -> None:
+    """Wait for queued work on ``device`` (CUDA/MPS/XPU); a no-op on CPU."""
+    kind = _device_type(device)
+    if kind == "cpu":
+        return
+    import torch
+
+    if kind == "cuda":
+        torch.cuda.synchronize(device)
+    elif kind == "mps":
+        torch.mps.synchronize()
+    elif kind == "xpu":
+        torch.xpu.synchronize(device)
+    elif hasattr(torch, "accelerator") and torch.accelerator.is_available():
+        torch.accelerator.synchronize()
+
+
+class BlockTimer:
+    """Times ``number`` consecutive calls of a callable on one device, in seconds (whole block).
+
+    CPU: ``clock()`` around the loop. CUDA: CUDA events recorded around the loop on the current
+    stream (GPU time of the queued work, not host launch time), after a synchronisation so the
+    block starts on an idle stream. Other accelerators: synchronise, then ``clock()``.
+    The garbage collector is disabled inside a block, as ``timeit`` does, so a collection triggered
+    by one side's allocations does not land in a random block.
+    """
+
+    def __init__(self, device: str = "cpu", clock: Clock = time.perf_counter) -> None:
+        self.device = _device_str(device)
+        self.clock = clock
+        self._kind = _device_type(self.device)
+
+    def __call__(self, fn: Callable[[], object], number: int) -> float:
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            if self._kind == "cuda":
+                return self._cuda_block(fn, number)
+            synchronize(self.device)
+            start = self.clock()
+            for _ in range(number):
+                fn()
+            synchronize(self.device)
+            return self.clock() - start
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def _cuda_block(self, fn: Callable[[], object], number: int) -> float:
+        import torch
+
+        with torch.cuda.device(self.device):
+            torch.cuda.synchronize()
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(number):
+                fn()
+            end.record()
+            end.synchronize()
+            return float(start.elapsed_time(end)) / 1e3  # elapsed_time is in milliseconds
+
+
+def calibrate_number(
+    fn: Callable[[], object], timer: Callable[[Callable[[], object], int], float], block_s: float
+) -> int:
+    """Choose the inner loop count so one block of ``fn`` lasts about ``block_s`` seconds.
+
+    Same idea as ``Timer._estimate_block_size``: grow ``number`` tenfold until a block takes at
+    least a tenth of the target (so the estimate is not dominated by timer overhead), then scale.
+    Callables slower than ``block_s`` get ``number = 1``.
+    """
+    if not block_s > 0:
+        raise ValueError(f"block_s must be > 0 seconds, got {block_s!r}")
+    number = 1
+    while True:
+        taken = timer(fn, number)
+        if taken >= block_s / 10 or number >= 10**8:
+            break
+        number *= 10
+    return max(1, int(round(number * block_s / max(taken, 1e-9))))
+
+
+@dataclass
+class PairSamples:
+    """Interleaved samples of a candidate and a baseline from one process.
+
+    ``candidate_s[i]`` and ``baseline_s[i]`` are seconds per call in round ``i`` (the two blocks of
+    one round ran back to back); ``order[i]`` is ``"c"`` if the candidate's block ran first in that
+    round, else ``"b"``.
+    """
+
+    candidate_s: list[float]
+    baseline_s: list[float]
+    candidate_number: int
+    baseline_number: int
+    order: str
+    device: str
+    threads: int
+    inference_mode: bool
+    budget_s: float
+    warmup_s: float = 0.0
+    elapsed_s: float = 0.0
+    stopped_by: str = "budget"
+    pid: int = field(default_factory=os.getpid)
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.candidate_s)
+
+    def log_ratios(self) -> list[float]:
+        """Per-round ``log(t_candidate / t_baseline)``; negative means the candidate is faster."""
+        return [math.log(c / b) for c, b in zip(self.candidate_s, self.baseline_s, strict=True)]
+
+    def medians(self) -> tuple[float, float]:
+        """Median seconds per call of (candidate, baseline)."""
+        return _median(self.candidate_s), _median(self.baseline_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PairSamples:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored (newer writers), missing required
+        keys raise ``ValueError`` naming them."""
+        names = {f for f in cls.__dataclass_fields__}
+        required = {"candidate_s", "baseline_s", "candidate_number", "baseline_number", "order",
+                    "device", "threads", "inference_mode", "budget_s"}
+        missing = sorted(required - set(data))
+        if missing:
+            raise ValueError(f"PairSamples data lacks keys {missing}; got keys {sorted(data)}")
+        samples = cls(**{k: v for k, v in data.items() if k in names})
+        if len(samples.candidate_s) != len(samples.baseline_s):
+            raise ValueError(
+                f"PairSamples data has {len(samples.candidate_s)} candidate blocks but "
+                f"{len(samples.baseline_s)} baseline blocks; they must be paired"
+            )
+        return samples
+
+    def to_measurements(self, label: str = "mmperf") -> tuple[Any, Any]:
+        """The samples as two ``torch.utils.benchmark`` ``Measurement`` objects (candidate,
+        baseline), e.g. for ``torch.utils.benchmark.Compare``."""
+        from torch.utils.benchmark.utils import common
+
+        out = []
+        for desc, per_call, number in (
+            ("candidate", self.candidate_s, self.candidate_number),
+            ("baseline", self.baseline_s, self.baseline_number),
+        ):
+            spec = common.TaskSpec(
+                stmt=desc, setup="pass", label=label, description=desc,
+                env=self.device, num_threads=self.threads,
+            )
+            out.append(common.Measurement(number, [t * number for t in per_call], spec))
+        return out[0], out[1]
+
+
+@dataclass
+class OneSamples:
+    """Samples of a single callable from one process: seconds per call of each block."""
+
+    times_s: list[float]
+    number: int
+    device: str
+    threads: int
+    inference_mode: bool
+    budget_s: float
+    warmup_s: float = 0.0
+    elapsed_s: float = 0.0
+    pid: int = field(default_factory=os.getpid)
+
+    @property
+    def median_s(self) -> float:
+        return _median(self.times_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _median(values: Sequence[float]) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+
+
+def _check_common(budget_s: float, min_blocks: int, max_blocks: int, block_s: float) -> None:
+    if not (isinstance(budget_s, (int, float)) and budget_s >= 0 and math.isfinite(budget_s)):
+        raise ValueError(f"budget_s must be a finite number of seconds >= 0, got {budget_s!r}")
+    if not isinstance(min_blocks, int) or min_blocks < 2:
+        raise ValueError(
+            f"min_blocks must be an int >= 2 (a spread needs 2 samples), got {min_blocks!r}"
+        )
+    if not isinstance(max_blocks, int) or max_blocks < min_blocks:
+        raise ValueError(
+            f"max_blocks must be an int >= min_blocks={min_blocks}, got {max_blocks!r}"
+        )
+    if not (isinstance(block_s, (int, float)) and block_s > 0):
+        raise ValueError(f"block_s must be > 0 seconds, got {block_s!r}")
+
+
+def _check_callable(fn: object, what: str) -> None:
+    if not callable(fn):
+        raise TypeError(f"{what} must be a zero-argument callable, got {type(fn).__name__} {fn!r}")
+
+
+def _mode(inference_mode: bool) -> Any:
+    if not inference_mode:
+        return nullcontext()
+    import torch
+
+    return torch.inference_mode()
+
+
+def _threads() -> int:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency; keep the fakes importable
+        return 1
+    return int(torch.get_num_threads())
+
+
+def _warm_up(fn: Callable[[], object], timer: BlockTimer, warmup_s: float) -> None:
+    """At least two calls (the first one pays lazy initialisation), then until ``warmup_s``."""
+    start = timer.clock()
+    calls = 0
+    while calls < 2 or timer.clock() - start < warmup_s:
+        timer(fn, 1)
+        calls += 1
+
+
+def time_pair(
+    candidate: Callable[[], object],
+    baseline: Callable[[], object],
+    device: Any = "cpu",
+    *,
+    budget_s: float = 1.0,
+    min_blocks: int = DEFAULT_MIN_BLOCKS,
+    max_blocks: int = DEFAULT_MAX_BLOCKS,
+    block_s: float = DEFAULT_BLOCK_S,
+    warmup_s: float = DEFAULT_WARMUP_S,
+    inference_mode: bool = True,
+    seed: int | None = None,
+    should_stop: Callable[[PairSamples], bool] | None = None,
+    clock: Clock = time.perf_counter,
+    timer: BlockTimer | None = None,
+) -> PairSamples:
+    """Measure ``candidate`` and ``baseline`` interleaved until the budget is spent.
+
+    Each round runs one block of each side in a random order (``random.Random(seed)``). Rounds
+    continue until at least ``min_blocks`` rounds exist and either ``budget_s`` seconds (warm-up
+    and calibration included) have passed, ``should_stop(samples)`` returns True (it is asked
+    after every round once ``min_blocks`` exist: the caller's sequential decision), or
+    ``max_blocks`` rounds exist. ``min_blocks`` wins over the budget, so slow callables may
+    overrun it. Both callables run under ``torch.inference_mode()`` when ``inference_mode``.
+    ``clock``/``timer`` are injectable for tests.
+    """
+    _check_callable(candidate, "candidate")
+    _check_callable(baseline, "baseline")
+    _check_common(budget_s, min_blocks, max_blocks, block_s)
+    dev = _device_str(device)
+    timer = timer if timer is not None else BlockTimer(dev, clock)
+    rng = random.Random(seed)
+    samples = PairSamples([], [], 1, 1, "", dev, _threads(), bool(inference_mode), float(budget_s))
+    start = timer.clock()
+    with _mode(inference_mode):
+        # Warm up and calibrate in alternation too, so neither side gets a cold cache advantage.
+        _warm_up(candidate, timer, warmup_s)
+        _warm_up(baseline, timer, warmup_s)
+        samples.warmup_s = timer.clock() - start
+        samples.candidate_number = calibrate_number(candidate, timer, block_s)
+        samples.baseline_number = calibrate_number(baseline, timer, block_s)
+        order: list[str] = []
+        while True:
+            first_is_candidate = rng.random() < 0.5
+            if first_is_candidate:
+                tc = timer(candidate, samples.candidate_number)
+                tb = timer(baseline, samples.baseline_number)
+            else:
+                tb = timer(baseline, samples.baseline_number)
+                tc = timer(candidate, samples.candidate_number)
+            samples.candidate_s.append(max(tc, 1e-12) / samples.candidate_number)
+            samples.baseline_s.append(max(tb, 1e-12) / samples.baseline_number)
+            order.append("c" if first_is_candidate else "b")
+            samples.order = "".join(order)
+            samples.elapsed_s = timer.clock() - start
+            n = samples.n_blocks
+            if n < min_blocks:
+                continue
+            if n >= max_blocks:
+                samples.stopped_by = "max_blocks"
+                break
+            if should_stop is not None and should_stop(samples):
+                samples.stopped_by = "callback"
+                break
+            if samples.elapsed_s >= budget_s:
+                samples.stopped_by = "budget"
+                break
+    return samples
+
+
+def time_one(
+    fn: Callable[[], object],
+    device: Any = "cpu",
+    *,
+    budget_s: float = 1.0,
+    min_blocks: int = DEFAULT_MIN_BLOCKS,
+    max_blocks: int = DEFAULT_MAX_BLOCKS,
+    block_s: float = DEFAULT_BLOCK_S,
+    warmup_s: float = DEFAULT_WARMUP_S,
+    inference_mode: bool = True,
+    should_stop: Callable[[OneSamples], bool] | None = None,
+    clock: Clock = time.perf_counter,
+    timer: BlockTimer | None = None,
+) -> OneSamples:
+    """Measure one callable: warm-up, calibrated blocks until the budget (see :func:`time_pair`).
+
+    Used by the ``scaling(metric="time")`` guard, where the quantity of interest is the median
+    time per call at each size rather than a ratio.
+    """
+    _check_callable(fn, "fn")
+    _check_common(budget_s, min_blocks, max_blocks, block_s)
+    dev = _device_str(device)
+    timer = timer if timer is not None else BlockTimer(dev, clock)
+    samples = OneSamples([], 1, dev, _threads(), bool(inference_mode), float(budget_s))
+    start = timer.clock()
+    with _mode(inference_mode):
+        _warm_up(fn, timer, warmup_s)
+        samples.warmup_s = timer.clock() - start
+        samples.number = calibrate_number(fn, timer, block_s)
+        while True:
+            samples.times_s.append(max(timer(fn, samples.number), 1e-12) / samples.number)
+            samples.elapsed_s = timer.clock() - start
+            n = len(samples.times_s)
+            if n < min_blocks:
+                continue
+            if n >= max_blocks or (should_stop is not None and should_stop(samples)):
+                break
+            if samples.elapsed_s >= budget_s:
+                break
+    return samples

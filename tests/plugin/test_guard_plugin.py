@@ -1,0 +1,146 @@
+"""Timing guards through pytest: fresh worker processes, failure messages, xdist, markers.
+
+These run real (small) measurements in real worker processes, so each costs a few seconds; the
+pairs differ 4x in work so that the verdicts are not in doubt even on a busy 2-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+# Results of the run, dumped by a conftest hook (in the parent only) so tests can inspect them
+# independently of the terminal report.
+CONFTEST = """
+import json, os
+
+def pytest_sessionfinish(session):
+    if os.environ.get("PYTEST_MMPERF_WORKER"):
+        return
+    from pytest_mmperf.guards import session_results
+    with open("guard-results.json", "w") as handle:
+        json.dump([r.to_dict() for r in session_results(session.config)], handle)
+"""
+
+# Small element-wise ops (below torch's parallel grain size) run on one thread: multi-threaded
+# kernels on a busy 2-core machine wait for descheduled OpenMP threads in 4 ms scheduler ticks,
+# which would turn a 4x work ratio into anything between 1x and 15x.
+WORK = """
+import torch
+
+X = torch.randn(512)
+
+def work(n):
+    def fn():
+        for _ in range(25 * n):
+            torch.add(X, 1.0)
+    return fn
+"""
+
+FAST_ARGS = ("--mmperf-budget=0.3", "--mmperf-processes=2", "-p", "no:randomly")
+
+
+def results(pytester: pytest.Pytester) -> list[dict[str, Any]]:
+    return json.loads((pytester.path / "guard-results.json").read_text())
+
+
+def test_reversed_pair_fails_with_the_numbers(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(WORK + """
+def test_pair(mmperf_guard):
+    mmperf_guard.faster(work(4), work(1), at_least=1.5)
+""")
+    run = pytester.runpytest(*FAST_ARGS)
+    run.assert_outcomes(failed=1)
+    run.stdout.fnmatch_lines([
+        "*faster(): FAIL: speedup 0.*x, 95% interval [[]*, *[]], required at least 1.5x",
+        "*samples: *+* rounds x 2 processes on cpu (* threads, inference_mode=True)*",
+    ])
+    assert "Traceback" not in run.stdout.str()  # pytrace=False: the message is the report
+    (res,) = results(pytester)
+    assert res["verdict"] == "fail" and res["estimate"] < 0.5
+
+
+def test_worker_that_fails_is_reported_with_its_output(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(WORK + """
+import os
+
+def test_pair(mmperf_guard):
+    if os.environ.get("PYTEST_MMPERF_WORKER"):
+        raise RuntimeError("only-in-the-worker")
+    mmperf_guard.faster(work(1), work(4), at_least=1.5)
+""")
+    run = pytester.runpytest(*FAST_ARGS)
+    run.assert_outcomes(failed=1)
+    out = run.stdout.str()
+    assert "mmperf worker 1 for test_worker_that_fails_is_reported_with_its_output.py::test_pair" \
+        in out
+    assert "without writing samples" in out and "only-in-the-worker" in out
+    (res,) = results(pytester)
+    assert res["verdict"] == "fail" and res["decided_by"] == "worker-error"
+
+
+def test_faster_pools_a_fresh_worker_and_earlier_guards_are_placeholders_there(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(WORK + """
+import os
+
+def test_two(mmperf_guard):
+    first = mmperf_guard.max_flops(work(1), 10**9)
+    if os.environ.get("PYTEST_MMPERF_WORKER"):
+        assert first.verdict == "skipped"  # not counted again in the worker
+    mmperf_guard.faster(work(1), work(4), at_least=1.5, name="1x-vs-4x")
+    mmperf_guard.not_slower(work(1), work(1), tolerance=1.0)
+""")
+    run = pytester.runpytest(*FAST_ARGS)
+    run.assert_outcomes(passed=1)
+    flops, fast, same = results(pytester)
+    assert (flops["kind"], flops["n_processes"], flops["verdict"]) == ("max_flops", 1, "pass")
+    assert fast["kind"] == "faster" and fast["name"] == "1x-vs-4x" and fast["verdict"] == "pass"
+    assert fast["n_processes"] == 2 and len(fast["samples_per_process"]) == 2
+    assert all(n >= 8 for n in fast["samples_per_process"])
+    pids = fast["extra"]["pids"]
+    assert pids[0] == os.getpid() and pids[1] != pids[0]  # the second one is a fresh process
+    # On a busy machine two processes may not agree well enough for a clear interval (t with
+    # 1 degree of freedom); the estimate then decides, which this 4x pair passes either way.
+    assert fast["estimate"] > 2 and fast["ci_low"] < fast["estimate"] < fast["ci_high"]
+    assert same["kind"] == "not_slower" and same["n_processes"] == 2
+
+
+def test_not_mmperf_timing_deselects_timing_tests(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(WORK + """
+def test_timed(mmperf_guard):
+    mmperf_guard.not_slower(work(1), work(1))
+
+def test_counted(mmperf_guard):
+    mmperf_guard.max_ops(work(2), {"add": 50})
+""")
+    # A subprocess: counting ops imports torch._inductor modules, which register torch
+    # libraries once per process and cannot be re-imported after pytester's module snapshot.
+    run = pytester.runpytest_subprocess("-m", "not mmperf_timing", "-v")
+    run.assert_outcomes(passed=1, deselected=1)
+    run.stdout.fnmatch_lines(["*test_counted PASSED*"])
+
+
+def test_xdist_skips_timing_guards_and_runs_counter_guards(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(WORK + """
+def test_timed(mmperf_guard):
+    mmperf_guard.faster(work(1), work(4), at_least=1.5)
+
+def test_counted(mmperf_guard):
+    mmperf_guard.max_ops(work(3), {"add": 75})
+""")
+    run = pytester.runpytest_subprocess("-p", "xdist", "-n", "2", "-rs")
+    run.assert_outcomes(passed=1, skipped=1)
+    run.stdout.fnmatch_lines(
+        ["*timing guards are skipped under pytest-xdist: parallel workers distort timing*"]
+    )

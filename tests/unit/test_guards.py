@@ -1,0 +1,437 @@
+"""Guard behaviour with injected timings, counters and workers (fast, deterministic).
+
+The statistics and the pytest outcome of each path are checked: a clear pass, a clear fail, an
+inconclusive result under each policy, worker failures, xdist skipping, worker mode, and every
+counter guard. Real processes are exercised in tests/plugin/test_guard_plugin.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from pytest_mmperf import isolation
+from pytest_mmperf.guards import (
+    XDIST_SKIP_REASON,
+    Guard,
+    GuardResult,
+    MmperfInconclusiveWarning,
+    count_ops,
+    parse_bytes,
+)
+from pytest_mmperf.isolation import WorkerError, WorkerSpec
+from pytest_mmperf.measure import PairSamples
+
+Failed = pytest.fail.Exception
+Skipped = pytest.skip.Exception
+
+
+class FakeTiming:
+    """Per-process synthetic samples: candidate/baseline time ratio ``ratios[k]`` in process k."""
+
+    def __init__(self, ratios: list[float], noise: float = 0.01, rounds: int = 20) -> None:
+        self.ratios, self.noise, self.rounds = ratios, noise, rounds
+        self.measure_kwargs: list[dict[str, Any]] = []
+        self.spawned: list[tuple[int, int, float, int]] = []
+
+    def samples(self, k: int) -> PairSamples:
+        rng = random.Random(k)
+        base = [0.004] * self.rounds
+        cand = [0.004 * self.ratios[k] * math.exp(rng.gauss(0, self.noise)) for _ in base]
+        return PairSamples(cand, base, 5, 5, "cb" * (self.rounds // 2), "cpu", 2, True, 1.0)
+
+    def measure_pair(self, candidate: Any, baseline: Any, device: str, **kw: Any) -> PairSamples:
+        self.measure_kwargs.append(kw)
+        return self.samples(0)
+
+    def spawner(self, index: int, process: int, budget_s: float, seed: int) -> PairSamples:
+        self.spawned.append((index, process, budget_s, seed))
+        return self.samples(process)
+
+
+def make_guard(fake: FakeTiming, **kw: Any) -> tuple[Guard, list[GuardResult]]:
+    results: list[GuardResult] = []
+    kw.setdefault("spawner", fake.spawner)
+    kw.setdefault("processes", 3)
+    guard = Guard(nodeid="t.py::test_x", measure_pair=fake.measure_pair, recorder=results.append,
+                  **kw)
+    return guard, results
+
+
+def noop() -> None:
+    return None
+
+
+def test_clear_pass_stops_after_two_agreeing_processes() -> None:
+    fake = FakeTiming([0.5, 0.5, 0.5])  # candidate takes half the time: speedup 2
+    guard, results = make_guard(fake)
+    result = guard.faster(noop, noop, at_least=1.5, name="half")
+    assert result.verdict == "pass" and result.decided_by == "interval"
+    assert result.estimate == pytest.approx(2.0, rel=0.02)
+    assert result.ci_low >= 1.5 and result.n_processes == 2
+    assert result.samples_per_process == [20, 20] and len(fake.spawned) == 1
+    assert results == [result]
+    json.dumps(result.to_dict())  # JSON-serialisable for the report
+    assert fake.measure_kwargs[0]["inference_mode"] is True
+
+
+def test_clear_fail_message_shows_estimate_interval_threshold_samples_device() -> None:
+    fake = FakeTiming([1.0, 1.0, 1.0])
+    guard, results = make_guard(fake)
+    with pytest.raises(Failed) as info:
+        guard.faster(noop, noop, at_least=1.5)
+    text = str(info.value)
+    assert "faster(): FAIL: speedup 1.00" in text
+    assert "95% interval [" in text and "required at least 1.5x" in text
+    assert "20+20 rounds x 2 processes on cpu" in text
+    assert results[0].verdict == "fail" and results[0].ci_high < 1.5
+
+
+def test_disagreeing_processes_use_all_processes() -> None:
+    fake = FakeTiming([1.0, 1.08, 0.95])  # spread keeps the 2-process interval over 1.10
+    guard, _ = make_guard(fake, processes=3)
+    with pytest.warns(MmperfInconclusiveWarning):  # still straddling 1.10 with 3 processes
+        result = guard.not_slower(noop, noop, tolerance=0.10)
+    assert result.n_processes == 3 and [s[1] for s in fake.spawned] == [1, 2]
+
+
+def test_default_adds_processes_only_while_unclear() -> None:
+    fake = FakeTiming([1.0, 1.09, 0.93, 1.02, 0.98])
+    guard = Guard(measure_pair=fake.measure_pair, spawner=fake.spawner)  # default processes
+    result = guard.not_slower(noop, noop, tolerance=0.10)
+    assert result.n_processes > 3 and [s[1] for s in fake.spawned] == list(
+        range(1, result.n_processes))
+    clear = FakeTiming([0.5] * 5)
+    assert Guard(measure_pair=clear.measure_pair, spawner=clear.spawner).faster(
+        noop, noop, at_least=1.5).n_processes == 2
+
+
+def test_not_slower_catches_a_25_percent_slowdown() -> None:
+    fake = FakeTiming([1.25, 1.25, 1.25])
+    guard, results = make_guard(fake)
+    with pytest.raises(Failed, match="not_slower\\(\\): FAIL: slowdown 1.2"):
+        guard.not_slower(noop, noop, tolerance=0.10)
+    assert results[0].threshold == pytest.approx(1.10)
+
+
+def test_inconclusive_estimate_policy_warns_and_lets_the_estimate_decide() -> None:
+    fake = FakeTiming([1.0 / 1.52, 1.0 / 1.55, 1.0 / 1.50], noise=0.05)  # speedup ~1.52 vs 1.5
+    guard, results = make_guard(fake, inconclusive="estimate")
+    with pytest.warns(MmperfInconclusiveWarning, match="raise --mmperf-budget"):
+        result = guard.faster(noop, noop, at_least=1.5)
+    assert result.decided_by == "estimate" and result.verdict == "pass"
+    assert result.extra["interval_decision"] == "inconclusive"
+    assert result.ci_low < 1.5 < result.ci_high and result.n_processes == 3
+    assert "INCONCLUSIVE" in result.message and results == [result]
+
+
+def test_inconclusive_estimate_policy_can_fail() -> None:
+    fake = FakeTiming([1.0 / 1.47, 1.0 / 1.45, 1.0 / 1.49], noise=0.05)
+    guard, results = make_guard(fake)
+    with pytest.warns(MmperfInconclusiveWarning), pytest.raises(Failed, match="INCONCLUSIVE"):
+        guard.faster(noop, noop, at_least=1.5)
+    assert results[0].verdict == "fail" and results[0].decided_by == "estimate"
+
+
+@pytest.mark.parametrize(("policy", "outcome"), [("fail", Failed), ("skip", Skipped)])
+def test_inconclusive_fail_and_skip_policies(policy: str, outcome: type[Exception]) -> None:
+    fake = FakeTiming([1.0 / 1.52, 1.0 / 1.55, 1.0 / 1.50], noise=0.05)
+    guard, results = make_guard(fake, inconclusive=policy)
+    with pytest.raises(outcome, match="INCONCLUSIVE: the interval straddles 1.5"):
+        guard.faster(noop, noop, at_least=1.5)
+    assert results[0].verdict == "inconclusive" and results[0].decided_by == "interval"
+
+
+def test_worker_failure_is_a_test_failure_naming_the_worker() -> None:
+    def broken(index: int, process: int, budget_s: float, seed: int) -> PairSamples:
+        raise WorkerError("mmperf worker 1 for t.py::test_x exited with code 4\nImportError: x",
+                          returncode=4)
+
+    guard, results = make_guard(FakeTiming([0.5]), spawner=broken)
+    with pytest.raises(Failed, match="worker 1 .* code 4\nImportError: x"):
+        guard.faster(noop, noop, at_least=1.5)
+    assert results[0].verdict == "fail" and results[0].decided_by == "worker-error"
+
+
+def test_single_process_without_spawner() -> None:
+    guard, _ = make_guard(FakeTiming([0.5]), spawner=None)
+    assert guard.faster(noop, noop, at_least=1.5).n_processes == 1
+
+
+def test_stop_rule_passed_to_measurement_stops_clear_processes() -> None:
+    fake = FakeTiming([0.5, 0.5])
+    guard, _ = make_guard(fake)
+    guard.faster(noop, noop, at_least=1.5)
+    stop = fake.measure_kwargs[0]["should_stop"]
+    assert stop(fake.samples(0)) is True  # 2x vs 1.5 with 1 % noise: clear
+    borderline = FakeTiming([1 / 1.5], noise=0.2).samples(0)
+    assert stop(borderline) is False
+
+
+def test_xdist_skips_timing_guards_but_runs_counter_guards() -> None:
+    marked: list[bool] = []
+    guard, results = make_guard(
+        FakeTiming([0.5]), timing_skip_reason=XDIST_SKIP_REASON, on_timing=lambda: marked.append(1),
+        counters=fake_counters({"aten::mm": 2}))
+    with pytest.raises(Skipped, match="parallel workers distort timing"):
+        guard.faster(noop, noop, at_least=1.5)
+    assert results[0].verdict == "skipped" and not marked
+    assert guard.max_ops(noop, {"mm": 2}).verdict == "pass"
+
+
+def test_on_timing_hook_marks_timing_guards() -> None:
+    marked: list[int] = []
+    guard, _ = make_guard(FakeTiming([0.5, 0.5]), on_timing=lambda: marked.append(1))
+    guard.faster(noop, noop, at_least=1.5)
+    assert marked == [1]
+
+
+def test_worker_mode_placeholders_then_measures_target_call(tmp_path: Path) -> None:
+    out = tmp_path / "w.json"
+    spec = WorkerSpec("t.py::test_x", index=1, output=str(out), budget_s=0.5, seed=9, process=2)
+    calls: list[str] = []
+    fake = FakeTiming([0.5])
+    guard, results = make_guard(fake, worker=spec, counters=lambda *a, **k: calls.append("c"))
+    placeholder = guard.max_ops(noop, {"mm": 1})
+    assert placeholder.verdict == "skipped" and calls == []  # nothing counted before the target
+    with pytest.raises(Skipped, match="mmperf worker 2: measured guard call #2"):
+        guard.faster(noop, noop, at_least=1.5)
+    payload = json.loads(out.read_text())
+    assert PairSamples.from_dict(payload["samples"]).n_blocks == 20
+    assert fake.measure_kwargs[0]["budget_s"] == 0.5 and fake.measure_kwargs[0]["seed"] == 9
+    assert results == [] and fake.spawned == []  # workers neither record nor spawn
+
+
+def test_worker_mode_reports_a_different_path(tmp_path: Path) -> None:
+    out = tmp_path / "w.json"
+    guard, _ = make_guard(FakeTiming([0.5]), worker=WorkerSpec("t.py::test_x", 0, str(out), 0.5),
+                          counters=fake_counters({}))
+    with pytest.raises(Skipped):
+        guard.max_ops(noop, 1)
+    assert "takes a different path" in json.loads(out.read_text())["error"]
+
+
+def test_bad_arguments() -> None:
+    guard, _ = make_guard(FakeTiming([0.5]))
+    with pytest.raises(ValueError, match="at_least=...\\) must be a finite ratio > 0, got -1"):
+        guard.faster(noop, noop, at_least=-1)
+    with pytest.raises(TypeError, match="candidate must be a zero-argument callable"):
+        guard.not_slower(None, noop)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="inconclusive policy 'maybe'"):
+        Guard(inconclusive="maybe")
+
+
+# ------------------------------------------------------------------------ counter guards
+def fake_counters(ops: dict[str, int], **values: Any) -> Any:
+    def counters(fn: Any, device: str = "cpu", metrics: tuple[str, ...] = ()) -> Any:
+        fn()
+        return SimpleNamespace(ops=dict(ops), flops=values.get("flops", 0),
+                               bytes_materialized=values.get("bytes", 0),
+                               peak_memory_bytes=values.get("peak_memory", 0),
+                               syncs=values.get("syncs"), device=device)
+    return counters
+
+
+def sized_counters(per_size: dict[int, dict[str, int]]) -> Any:
+    """Counters whose ops depend on the size recorded by the callable."""
+    current: list[int] = []
+
+    def counters(fn: Any, device: str = "cpu", metrics: tuple[str, ...] = ()) -> Any:
+        fn()
+        size = current[-1]
+        return SimpleNamespace(ops=per_size[size], flops=size**2, peak_memory_bytes=64 * size,
+                               bytes_materialized=0, syncs=None)
+
+    def fn_of_size(size: int) -> Any:
+        return lambda: current.append(size)
+
+    return counters, fn_of_size
+
+
+def test_max_ops_pass_and_fail_with_any_op_spelling() -> None:
+    guard, results = make_guard(FakeTiming([1]), counters=fake_counters(
+        {"aten.mm.default": 3, "aten::add.Tensor": 2, "aten::softmax": 1}))
+    assert guard.max_ops(noop, {"aten::mm": 3, "add": 2}).verdict == "pass"
+    with pytest.raises(Failed, match="mm: 3 \\(max 2\\).*over the limit: \\['mm'\\]"):
+        guard.max_ops(noop, {"mm": 2})
+    with pytest.raises(Failed, match="\\*: 6 \\(max 5\\)"):
+        guard.max_ops(noop, 5)
+    assert [r.verdict for r in results] == ["pass", "fail", "fail"]
+
+
+def test_ops_constant_passes_for_vectorised_and_fails_for_loops() -> None:
+    counters, fn_of_size = sized_counters({1: {"mm": 1, "add": 1}, 4: {"mm": 1, "add": 1}})
+    guard, _ = make_guard(FakeTiming([1]), counters=counters)
+    assert guard.ops_constant(fn_of_size, [1, 4]).verdict == "pass"
+    counters, fn_of_size = sized_counters({1: {"resize": 1, "mm": 1}, 2: {"resize": 2, "mm": 1},
+                                           4: {"resize": 4, "mm": 1}})
+    guard, _ = make_guard(FakeTiming([1]), counters=counters)
+    with pytest.raises(Failed) as info:
+        guard.ops_constant(fn_of_size, [1, 2, 4])
+    assert "per size 1: 2, 2: 3, 4: 5" in str(info.value)
+    assert "ops that grew with size: resize 1->2->4" in str(info.value)
+    assert guard.ops_constant(fn_of_size, [1, 2, 4], only=["aten::mm"]).verdict == "pass"
+
+
+def test_ops_constant_requires_factories() -> None:
+    guard, _ = make_guard(FakeTiming([1]), counters=fake_counters({}))
+    with pytest.raises(TypeError, match="fn_of_size\\(1\\) returned int; it must build"):
+        guard.ops_constant(lambda n: n, [1, 2])
+    with pytest.raises(ValueError, match="at least 2 distinct sizes"):
+        guard.ops_constant(lambda n: noop, [3, 3])
+
+
+def test_max_memory_and_max_flops() -> None:
+    guard, _ = make_guard(FakeTiming([1]), counters=fake_counters({}, peak_memory=2048,
+                                                                   flops=10**6))
+    assert guard.max_memory(noop, "2 KiB").verdict == "pass"
+    with pytest.raises(Failed, match="peak_memory 2,048 \\(max 1,024\\)"):
+        guard.max_memory(noop, 1024)
+    assert guard.max_flops(noop, 10**6).estimate == 10**6
+    with pytest.raises(Failed, match="flops 1,000,000"):
+        guard.max_flops(noop, 999_999)
+
+
+def test_scaling_fits_exponent_of_counters_and_time() -> None:
+    counters, fn_of_size = sized_counters({s: {} for s in (64, 128, 256)})
+    guard, _ = make_guard(FakeTiming([1]), counters=counters)
+    linear = guard.scaling(fn_of_size, [64, 128, 256], metric="memory", max_exponent=1.2)
+    assert linear.estimate == pytest.approx(1.0) and linear.extra["values"] == [4096, 8192, 16384]
+    with pytest.raises(Failed, match="flops ~ size\\^2.00 \\(r²=1.000\\), max exponent 1.5"):
+        guard.scaling(fn_of_size, [64, 128, 256], metric="flops", max_exponent=1.5)
+
+    def measure_one(fn: Any, device: str, **kw: Any) -> Any:
+        size = fn()
+        return SimpleNamespace(median_s=1e-6 * size**1.5)
+
+    guard = Guard(measure_one=measure_one)
+    timed = guard.scaling(lambda n: (lambda: n), [10, 100], metric="time", max_exponent=2)
+    assert timed.estimate == pytest.approx(1.5) and timed.verdict == "pass"
+    with pytest.raises(ValueError, match="accepted metrics are"):
+        guard.scaling(lambda n: noop, [1, 2], metric="energy")
+
+
+def test_no_sync_skips_on_cpu_and_counts_on_cuda() -> None:
+    guard, results = make_guard(FakeTiming([1]), counters=fake_counters({}, syncs=1))
+    with pytest.raises(Skipped, match="no_sync needs a CUDA device"):
+        guard.no_sync(noop)
+    assert results[-1].verdict == "skipped"
+    with pytest.raises(Failed, match="1 host-device synchronisations"):
+        guard.no_sync(noop, device="cuda:0")
+
+
+def test_snapshot_uses_the_store_and_fails_on_change_or_missing_record(tmp_path: Path) -> None:
+    from pytest_mmperf.snapshots import SnapshotStore
+
+    store = SnapshotStore(tmp_path / "snap.json")
+    counters = fake_counters({"aten.mm.default": 12}, flops=7)
+    guard, _ = make_guard(FakeTiming([1]), counters=counters, snapshot_store=store)
+    with pytest.raises(Failed, match="attn: new: no snapshot recorded .*update-snapshots"):
+        guard.snapshot("attn", noop, metrics=("ops", "flops"))
+    updating, _ = make_guard(FakeTiming([1]), counters=counters, snapshot_store=store,
+                             update_snapshots=True)
+    assert updating.snapshot("attn", noop, metrics=("ops", "flops")).extra["status"] == "updated"
+    assert store.cases["attn"] == {"flops": 7, "total_ops": 12}
+    assert guard.snapshot("attn", noop, metrics=("ops", "flops")).verdict == "pass"
+    grown, _ = make_guard(FakeTiming([1]), snapshot_store=store,
+                          counters=fake_counters({"aten.mm.default": 13}, flops=7))
+    with pytest.raises(Failed, match="(?s)attn: changed: .*total_ops.*12.*13"):
+        grown.snapshot("attn", noop, metrics=("ops", "flops"))
+    within = grown.snapshot("attn", noop, metrics=("ops", "flops"), tolerance={"ops": 0.1})
+    assert within.verdict == "pass"
+    with pytest.raises(ValueError, match="snapshot metrics \\['time'\\]"):
+        guard.snapshot("attn", noop, metrics=("time",))
+
+
+def test_helpers() -> None:
+    ops = {"aten.mm.default": 2, "aten::mm.out": 1, "aten::add.Tensor": 4}
+    assert count_ops(ops) == 7 and count_ops(ops, "mm") == 3 and count_ops(ops, ["add"]) == 4
+    assert parse_bytes("1.5 KiB") == 1536 and parse_bytes("64MB") == 64_000_000
+    assert parse_bytes(10) == 10
+    with pytest.raises(ValueError, match="'3 parsecs' is not a byte count"):
+        parse_bytes("3 parsecs")
+
+
+# ------------------------------------------------------------------------ isolation helpers
+def test_worker_spec_env_round_trip_and_validation() -> None:
+    spec = WorkerSpec("a.py::t[cpu]", 2, "/tmp/x.json", 1.5, 7, 1)
+    assert WorkerSpec.from_env({isolation.WORKER_ENV: spec.to_env()}) == spec
+    assert WorkerSpec.from_env({}) is None
+    with pytest.raises(ValueError, match="PYTEST_MMPERF_WORKER='\\{' is not a valid worker spec"):
+        WorkerSpec.from_env({isolation.WORKER_ENV: "{"})
+
+
+def test_passthrough_args_keeps_plugin_and_mmperf_options_only() -> None:
+    args = ["tests/x.py", "-p", "pytester", "-pxdist", "-o", "a=b", "--override-ini=c=d", "-k",
+            "slow", "--mmperf-device", "cpu", "--mmperf-seed=3", "--mmperf-require-device",
+            "tests/y.py", "--mmperf-json", "out.json", "--benchmark", "-n", "2", "-x"]
+    takes = {"--mmperf-device": True, "--mmperf-require-device": False, "--mmperf-json": True}
+    assert isolation.passthrough_args(args, takes.__getitem__) == [
+        "-p", "pytester", "-pxdist", "-o", "a=b", "--override-ini=c=d", "--mmperf-device", "cpu",
+        "--mmperf-seed=3", "--mmperf-require-device", "--benchmark"]
+
+
+def test_worker_command_layout() -> None:
+    cmd = isolation.worker_command("t.py::x", rootdir="/r", inifile="/r/tox.ini",
+                                   parent_args=["-p", "foo"], xdist_loaded=True, python="py")
+    assert cmd[:4] == ["py", "-m", "pytest", "t.py::x"]
+    assert "--rootdir=/r" in cmd and cmd[cmd.index("-c") + 1] == "/r/tox.ini"
+    assert cmd[cmd.index("-n") + 1] == "0" and cmd[-2:] == ["-p", "foo"]
+
+
+def test_run_worker_reads_samples_and_reports_failures(tmp_path: Path) -> None:
+    samples = FakeTiming([0.5]).samples(0)
+    data = json.dumps(samples.to_dict())
+    writer = (
+        "import json, os; from pytest_mmperf.isolation import WorkerSpec, write_worker_output\n"
+        "s = WorkerSpec.from_env()\n"
+        f"write_worker_output(s.output, {{'samples': json.loads({data!r})}})\n"
+    )
+    spec = WorkerSpec("t.py::x", 0, str(tmp_path / "o.json"), 0.1, 0, 1)
+    got = isolation.run_worker(spec, [sys.executable, "-c", writer], cwd=tmp_path)
+    assert got == samples and not (tmp_path / "o.json").exists()
+    crash = [sys.executable, "-c", "import sys; print('collected 0 items'); sys.exit(4)"]
+    with pytest.raises(WorkerError, match="(?s)worker 1 for t.py::x .*code 4.*collected 0 items"):
+        isolation.run_worker(spec, crash, cwd=tmp_path)
+    error = "from pytest_mmperf.isolation import *; write_worker_output(WorkerSpec.from_env()" \
+            ".output, {'error': 'different path'})"
+    with pytest.raises(WorkerError, match="reported: different path"):
+        isolation.run_worker(spec, [sys.executable, "-c", error], cwd=tmp_path)
+    with pytest.raises(WorkerError, match="timed out after 1 s"):
+        isolation.run_worker(spec, [sys.executable, "-c", "import time; time.sleep(5)"],
+                             cwd=tmp_path, timeout_s=1)
+
+
+# ------------------------------------------------------------------------ with the real counters
+def test_real_counters_vectorised_vs_per_item_loop() -> None:
+    import torch
+
+    guard, results = make_guard(FakeTiming([1]))
+
+    def batched(n: int) -> Any:
+        x = torch.rand(n, 3, 8, 8)
+        return lambda: (x - 0.5) / 0.25
+
+    def looped(n: int) -> Any:
+        xs = [torch.rand(3, 8, 8) for _ in range(n)]
+        return lambda: torch.stack([(x - 0.5) / 0.25 for x in xs])
+
+    assert guard.ops_constant(batched, [1, 4, 16]).verdict == "pass"
+    with pytest.raises(Failed, match="ops that grew with size: .*sub"):
+        guard.ops_constant(looped, [1, 4, 16])
+    x = torch.rand(16, 16)
+    assert guard.max_ops(lambda: x @ x, {"mm": 1}).verdict == "pass"
+    flops = guard.max_flops(lambda: x @ x, 2 * 16**3)
+    assert flops.estimate == 2 * 16**3
+    mem = guard.scaling(lambda n: (lambda: torch.ones(n, 256)), [64, 128, 256], metric="memory",
+                        max_exponent=1.2)
+    assert mem.estimate == pytest.approx(1.0, abs=0.1)
+    assert [r.kind for r in results] == ["ops_constant", "ops_constant", "max_ops", "max_flops",
+                                         "scaling"]

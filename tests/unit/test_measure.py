@@ -1,0 +1,149 @@
+"""Timing core: calibration, interleaving, budget and callback stopping, recorded context.
+
+Most tests use a fake clock that only moves when the measured callables "run", so they are exact
+and fast; one test runs real torch ops to check the wiring (no absolute-time assertions).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from pytest_mmperf import measure
+from pytest_mmperf.measure import BlockTimer, PairSamples, calibrate_number, time_one, time_pair
+
+
+class FakeClock:
+    """A clock that advances only when a fake workload says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def work(self, seconds: float, log: list[str] | None = None, tag: str = ""):
+        def fn() -> None:
+            self.now += seconds
+            if log is not None:
+                log.append(tag)
+        return fn
+
+
+@pytest.mark.parametrize(("cost", "expected"), [(1e-3, 20), (0.03, 1), (1e-6, 20_000), (7e-3, 3)])
+def test_calibrate_number_targets_block_length(cost: float, expected: int) -> None:
+    clock = FakeClock()
+    assert calibrate_number(clock.work(cost), BlockTimer("cpu", clock), 0.02) == expected
+
+
+def test_time_pair_records_per_call_seconds_and_log_ratios() -> None:
+    clock = FakeClock()
+    s = time_pair(clock.work(1e-3), clock.work(2e-3), "cpu", budget_s=1.0, min_blocks=4,
+                  clock=clock, seed=0)
+    assert s.candidate_number == 20 and s.baseline_number == 10
+    assert all(t == pytest.approx(1e-3) for t in s.candidate_s)
+    assert all(t == pytest.approx(2e-3) for t in s.baseline_s)
+    assert all(r == pytest.approx(math.log(0.5)) for r in s.log_ratios())
+    assert s.medians() == pytest.approx((1e-3, 2e-3))
+    # ~40 ms per round after warm-up/calibration: the 1 s budget gives about 23 rounds.
+    assert 20 <= s.n_blocks <= 26 and s.stopped_by == "budget"
+    assert s.elapsed_s >= 1.0 and s.warmup_s > 0
+
+
+def test_rounds_interleave_in_random_order_reproducibly() -> None:
+    clock = FakeClock()
+    log: list[str] = []
+    s = time_pair(clock.work(0.03, log, "c"), clock.work(0.03, log, "b"), budget_s=0.0,
+                  min_blocks=40, warmup_s=0.0, clock=clock, seed=3)
+    assert s.n_blocks == 40 and len(s.order) == 40
+    # number = 1 for 30 ms calls: the measured calls are the last 80 entries, one per block.
+    measured = log[-80:]
+    for i, first in enumerate(s.order):
+        pair = measured[2 * i : 2 * i + 2]
+        assert sorted(pair) == ["b", "c"]  # one block of each side per round
+        assert pair[0] == first
+    assert 8 <= s.order.count("c") <= 32  # randomised, not a fixed alternation
+    clock2 = FakeClock()
+    again = time_pair(clock2.work(0.03), clock2.work(0.03), budget_s=0.0, min_blocks=40,
+                      warmup_s=0.0, clock=clock2, seed=3)
+    assert again.order == s.order
+
+
+def test_min_blocks_wins_over_budget_and_callback_stops_early() -> None:
+    clock = FakeClock()
+    s = time_pair(clock.work(0.05), clock.work(0.05), budget_s=0.0, min_blocks=5, clock=clock)
+    assert s.n_blocks == 5
+    seen: list[int] = []
+
+    def stop(samples: PairSamples) -> bool:
+        seen.append(samples.n_blocks)
+        return samples.n_blocks >= 7
+
+    clock = FakeClock()
+    s = time_pair(clock.work(1e-3), clock.work(1e-3), budget_s=100.0, min_blocks=4,
+                  should_stop=stop, clock=clock)
+    assert seen == [4, 5, 6, 7] and s.n_blocks == 7 and s.stopped_by == "callback"
+
+
+def test_max_blocks_caps_rounds() -> None:
+    clock = FakeClock()
+    s = time_pair(clock.work(1e-3), clock.work(1e-3), budget_s=100.0, min_blocks=2, max_blocks=3,
+                  clock=clock)
+    assert s.n_blocks == 3 and s.stopped_by == "max_blocks"
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_inference_mode_flag_is_applied_and_recorded(flag: bool) -> None:
+    clock = FakeClock()
+    modes: list[bool] = []
+
+    def fn() -> None:
+        modes.append(torch.is_inference_mode_enabled())
+        clock.now += 0.03
+
+    s = time_pair(fn, fn, budget_s=0.0, min_blocks=2, inference_mode=flag, clock=clock)
+    assert s.inference_mode is flag and set(modes) == {flag}
+    assert s.threads == torch.get_num_threads() and s.device == "cpu"
+
+
+def test_time_one_with_fake_clock() -> None:
+    clock = FakeClock()
+    one = time_one(clock.work(4e-3), torch.device("cpu"), budget_s=0.5, min_blocks=3, clock=clock)
+    assert one.number == 5 and one.median_s == pytest.approx(4e-3)
+    assert len(one.times_s) >= 3 and one.device == "cpu"
+
+
+def test_real_torch_ops_smoke() -> None:
+    x = torch.randn(64, 64)
+    s = time_pair(lambda: x @ x, lambda: (x @ x) @ x, budget_s=0.05, min_blocks=3, block_s=0.002)
+    assert s.n_blocks >= 3
+    assert all(t > 0 for t in s.candidate_s + s.baseline_s)
+    cand, base = s.to_measurements()
+    assert cand.median == pytest.approx(s.medians()[0], rel=1e-6)
+    assert base.number_per_run == s.baseline_number
+
+
+def test_pair_samples_round_trip_through_json() -> None:
+    clock = FakeClock()
+    s = time_pair(clock.work(1e-3), clock.work(3e-3), budget_s=0.2, min_blocks=2, clock=clock)
+    back = PairSamples.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert back == s
+    with pytest.raises(ValueError, match="lacks keys \\['baseline_s'\\]"):
+        PairSamples.from_dict({k: v for k, v in s.to_dict().items() if k != "baseline_s"})
+    bad = s.to_dict() | {"baseline_s": [1.0]}
+    with pytest.raises(ValueError, match="paired"):
+        PairSamples.from_dict(bad)
+
+
+def test_bad_arguments_name_the_value() -> None:
+    with pytest.raises(TypeError, match="candidate must be a zero-argument callable, got int 3"):
+        time_pair(3, lambda: None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="min_blocks must be an int >= 2.*got 1"):
+        time_pair(lambda: None, lambda: None, min_blocks=1)
+    with pytest.raises(ValueError, match="budget_s must be .* got -1"):
+        time_one(lambda: None, budget_s=-1)
+    with pytest.raises(TypeError, match="device must be a str or torch.device, got int 0"):
+        measure._device_str(0)
