@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.mmperf-installed
-# Keep torch's own thread pool at the machine's core count; tests that need one thread set it.
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: venv test bench perf-gate lint clean
@@ -18,11 +17,24 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
 
+# The tests, then `asv check` and one quick pass of the asv suite (a broken benchmark fails CI).
 test: $(STAMP)
 	$(PY) -m pytest
+	$(PY) tools/perf_gate.py --check
 
+# The performance run: pytest --benchmark over the regression suite, then the report files.
 bench: $(STAMP)
-	@echo "make bench: not yet available (needs the guards and regression-suite issues)"
+	@mkdir -p .mmperf
+	$(PY) -m pytest tests/perf --benchmark -v -p no:cacheprovider \
+		--mmperf-json=.mmperf/report.json --mmperf-html=.mmperf/report.html \
+		--benchmark-json=.mmperf/benchmarks.json
+	@echo "mmperf report: $(CURDIR)/.mmperf/report.html (data: .mmperf/report.json)"
+
+# asv continuous between BASE (default: merge base with main, or HEAD~1) and HEAD; exits 1 on a
+# confirmed slowdown beyond the factor (tools/perf_gate.py, README "Tracking across commits").
+BASE ?=
+perf-gate: $(STAMP)
+	$(PY) tools/perf_gate.py $(BASE)
 
 lint: $(STAMP)
 	$(PY) -m ruff check pytest_mmperf reference tests benchmarks

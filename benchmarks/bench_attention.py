@@ -1,0 +1,190 @@
+"""asv benchmarks of reference/attention.py: cross-modal attention and long joint sequences.
+
+Cases, inputs and implementations come from :mod:`benchmarks.common` (shared with tests/perf).
+Every parameter list is fixed; combinations this host cannot run (no CUDA, no native bf16) are
+skipped from ``setup`` with ``NotImplementedError`` and show as ``n/a``.
+
+Kinds of benchmark, and why each exists:
+
+* ``time_*``: seconds per call. GPU work is synchronised inside the timed function
+  (:meth:`Workload.run_synced`), because asv's timer reads a host clock.
+* ``peakmem_*``: peak resident memory of the benchmark process (asv), where host memory is the
+  point (the O(N²) score matrix of explicit attention).
+* ``track_ops`` / ``track_flops`` / ``track_peak_memory``: deterministic counters of one call
+  (:mod:`pytest_mmperf.counters`): the same in every process, so the gate catches structural
+  regressions (a fused kernel replaced by explicit matmuls) even when timing is noisy.
+* ``track_ratio_vs_math``: time(candidate) / time(explicit math) measured interleaved in one
+  process; far steadier across runs than raw times on a shared machine. Larger is worse.
+"""
+
+from __future__ import annotations
+
+# Imported here, not lazily, so that asv's fork server imports them once for all benchmark
+# processes: the first op counted under a TorchDispatchMode imports torch._dynamo (~3 s here),
+# which would otherwise be paid again in every forked benchmark process.
+import torch._dynamo  # noqa: F401
+
+import pytest_mmperf.counters  # noqa: F401
+import pytest_mmperf.measure  # noqa: F401
+import reference.attention  # noqa: F401
+
+from .common import (
+    ATTENTION_BASELINE,
+    ATTENTION_CASES,
+    ATTENTION_IMPLS,
+    DEVICES,
+    DTYPES,
+    LONG_BASELINE,
+    LONG_CASES,
+    LONG_IMPLS,
+    Workload,
+    check_code_under_test,
+    counters,
+    interleaved_ratio,
+    use_bench_threads,
+)
+
+check_code_under_test()
+
+
+class CrossAttentionForward:
+    """Text (B, 77, 768) attending to image (B, 577, 768) tokens, 12 heads: the seed module and
+    the corrected module's backends, float32 and bf16 autocast."""
+
+    params = [list(ATTENTION_IMPLS), list(DTYPES), list(DEVICES), list(ATTENTION_CASES)]
+    param_names = ["impl", "dtype", "device", "case"]
+    number = 1  # one call per sample: 20-400 ms each here
+    # Four rounds (four fresh processes per commit, interleaved with the other commit's) of
+    # 2-4 samples: other jobs' load comes and goes within minutes, so spreading a commit's
+    # samples over four windows matters more than taking many in one (8+ samples per commit
+    # also let asv use its Mann-Whitney test).
+    rounds = 4
+    repeat = (2, 4, 1.0)
+    warmup_time = 0.0  # setup makes the warm-up call
+    timeout = 120
+
+    def setup(self, impl: str, dtype: str, device: str, case: str) -> None:
+        use_bench_threads()
+        self.work: Workload = ATTENTION_CASES[case].build(impl, dtype, device)
+        self.work.run_synced()  # lazy init (oneDNN primitives, autocast weight casts)
+
+    def time_forward(self, impl: str, dtype: str, device: str, case: str) -> None:
+        self.work.run_synced()
+
+
+class CrossAttentionCounters:
+    """Deterministic counters of one forward of :class:`CrossAttentionForward`'s workloads."""
+
+    params = CrossAttentionForward.params
+    param_names = CrossAttentionForward.param_names
+    timeout = 120
+
+    def setup(self, impl: str, dtype: str, device: str, case: str) -> None:
+        use_bench_threads()
+        self.work: Workload = ATTENTION_CASES[case].build(impl, dtype, device)
+
+    def track_ops(self, impl: str, dtype: str, device: str, case: str) -> int:
+        return counters(self.work, "ops")
+
+    track_ops.unit = "ops"  # type: ignore[attr-defined]
+
+    def track_flops(self, impl: str, dtype: str, device: str, case: str) -> int:
+        return counters(self.work, "flops")
+
+    track_flops.unit = "flops"  # type: ignore[attr-defined]
+
+    def track_peak_memory(self, impl: str, dtype: str, device: str, case: str) -> int:
+        return counters(self.work, "peak_memory")
+
+    track_peak_memory.unit = "bytes"  # type: ignore[attr-defined]
+
+
+class CrossAttentionRatio:
+    """time(impl at dtype) / time(explicit math, float32), interleaved in one process."""
+
+    params = [[i for i in ATTENTION_IMPLS if i != "seed"], list(DTYPES), list(DEVICES),
+              list(ATTENTION_CASES)]
+    param_names = ["impl", "dtype", "device", "case"]
+    timeout = 120
+
+    def setup(self, impl: str, dtype: str, device: str, case: str) -> None:
+        use_bench_threads()
+        if (impl, dtype) == (ATTENTION_BASELINE, "float32"):
+            raise NotImplementedError("the baseline itself (ratio 1 by definition)")
+        spec = ATTENTION_CASES[case]
+        self.candidate: Workload = spec.build(impl, dtype, device)
+        self.baseline: Workload = spec.build(ATTENTION_BASELINE, "float32", device)
+
+    def track_ratio_vs_math(self, impl: str, dtype: str, device: str, case: str) -> float:
+        return interleaved_ratio(self.candidate, self.baseline)
+
+    track_ratio_vs_math.unit = "ratio"  # type: ignore[attr-defined]
+
+
+class LongSequenceAttention:
+    """Attention core over a joint text+image sequence of 2048 / 4096 tokens (B=1, 12 heads of
+    64): explicit math (O(N²) memory), fused SDPA, and the sliding-window sparse variant."""
+
+    params = [list(LONG_IMPLS), list(DEVICES), list(LONG_CASES)]
+    param_names = ["impl", "device", "case"]
+    number = 1
+    # Explicit attention takes 1.2-3.5 s per call at 4096 tokens here (load-dependent): one to
+    # three samples in each of four rounds, no separate warm-up call (these kernels need no lazy
+    # initialisation; a process's first call is within the spread of the later ones).
+    rounds = 4
+    repeat = (1, 3, 2.0)
+    warmup_time = 0.0
+    timeout = 180
+
+    def setup(self, impl: str, device: str, case: str) -> None:
+        use_bench_threads()
+        self.work: Workload = LONG_CASES[case].build(impl, "float32", device)
+
+    def time_attention(self, impl: str, device: str, case: str) -> None:
+        self.work.run_synced()
+
+    def peakmem_attention(self, impl: str, device: str, case: str) -> None:
+        self.work.run_synced()
+
+
+class LongSequenceCounters:
+    """Deterministic counters of :class:`LongSequenceAttention`'s workloads."""
+
+    params = LongSequenceAttention.params
+    param_names = LongSequenceAttention.param_names
+    timeout = 180
+
+    def setup(self, impl: str, device: str, case: str) -> None:
+        use_bench_threads()
+        self.work: Workload = LONG_CASES[case].build(impl, "float32", device)
+
+    def track_ops(self, impl: str, device: str, case: str) -> int:
+        return counters(self.work, "ops")
+
+    track_ops.unit = "ops"  # type: ignore[attr-defined]
+
+    def track_peak_memory(self, impl: str, device: str, case: str) -> int:
+        return counters(self.work, "peak_memory")
+
+    track_peak_memory.unit = "bytes"  # type: ignore[attr-defined]
+
+
+class LongSequenceRatio:
+    """time(impl) / time(explicit math) on the long joint sequence, interleaved in one process."""
+
+    params = [[i for i in LONG_IMPLS if i != LONG_BASELINE], list(DEVICES), list(LONG_CASES)]
+    param_names = ["impl", "device", "case"]
+    timeout = 180
+
+    def setup(self, impl: str, device: str, case: str) -> None:
+        use_bench_threads()
+        spec = LONG_CASES[case]
+        self.candidate: Workload = spec.build(impl, "float32", device)
+        self.baseline: Workload = spec.build(LONG_BASELINE, "float32", device)
+
+    def track_ratio_vs_math(self, impl: str, device: str, case: str) -> float:
+        # >= 1 s per math call: three rounds after the warm-up give a stable median.
+        return interleaved_ratio(self.candidate, self.baseline, budget_s=3.0, min_blocks=3)
+
+    track_ratio_vs_math.unit = "ratio"  # type: ignore[attr-defined]
+

@@ -1,0 +1,387 @@
+"""The asv suite's case registry (benchmarks/common.py), its classes, config and gate script.
+
+Run from the repository root (``python -m pytest``), so that ``benchmarks`` is importable.
+Every workload built here is a small ad-hoc case; the registry's real sizes are only inspected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import benchmarks.common as common
+from benchmarks.common import (
+    ATTENTION_CASES,
+    LOADER_CASES,
+    LONG_CASES,
+    PREPROCESS_CASES,
+    AttentionCase,
+    LoaderCase,
+    LongSequenceCase,
+    PreprocessCase,
+    Workload,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+import perf_gate  # noqa: E402
+
+REGISTRIES: dict[str, dict[str, Any]] = {
+    "ATTENTION_CASES": ATTENTION_CASES, "LONG_CASES": LONG_CASES,
+    "PREPROCESS_CASES": PREPROCESS_CASES, "LOADER_CASES": LOADER_CASES,
+}
+SMALL_ATTN = AttentionCase("t-attn", batch_size=2, text_tokens=8, image_tokens=16, dim=32,
+                           heads=4)
+SMALL_LONG = LongSequenceCase("t-long", tokens=64, text_tokens=8, dim=32, heads=4, window=256)
+SMALL_PRE = PreprocessCase("t-pre", batch_size=3, min_side=64, max_side=96)
+
+
+def _bench_classes() -> list[Any]:
+    mods = [importlib.import_module(f"benchmarks.{m}")
+            for m in ("bench_attention", "bench_preprocess")]
+    return [obj for mod in mods for _, obj in inspect.getmembers(mod, inspect.isclass)
+            if obj.__module__ == mod.__name__]
+
+
+def _all_params() -> dict[str, list[list[str]]]:
+    return {cls.__name__: cls.params for cls in _bench_classes()}
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@pytest.mark.parametrize("registry", sorted(REGISTRIES))
+def test_registry_keys_are_case_names(registry: str) -> None:
+    cases = REGISTRIES[registry]
+    assert cases, f"{registry} is empty"
+    for key, case in cases.items():
+        assert key == case.name
+        assert dataclasses.is_dataclass(case) and case.__dataclass_params__.frozen  # type: ignore
+
+
+_PRETEND_GPU_HOST = """
+import importlib, inspect, json, sys
+import torch
+torch.cuda.is_available = lambda: True
+torch.cuda.device_count = lambda: 4
+import reference.attention
+reference.attention.has_native_bf16 = lambda device="cpu": False
+out = {}
+for m in ("bench_attention", "bench_preprocess"):
+    mod = importlib.import_module("benchmarks." + m)
+    for name, cls in inspect.getmembers(mod, inspect.isclass):
+        if cls.__module__ == mod.__name__:
+            out[name] = cls.params
+json.dump(out, sys.stdout)
+"""
+
+
+def test_params_do_not_depend_on_the_host() -> None:
+    """Import the suite in a fresh process that pretends to have 4 GPUs and no native bf16:
+    the params must be the ones this host sees (asv compares results by parameter)."""
+    here = _all_params()
+    assert here["CrossAttentionForward"][2] == ["cpu", "cuda"]
+    proc = subprocess.run([sys.executable, "-c", _PRETEND_GPU_HOST], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout) == here
+
+
+def test_bench_classes_are_well_formed() -> None:
+    classes = _bench_classes()
+    assert {"CrossAttentionForward", "LongSequenceAttention", "PreprocessBatch",
+            "LoadJpegBatch"} <= {c.__name__ for c in classes}
+    for cls in classes:
+        assert len(cls.params) == len(cls.param_names), cls.__name__
+        assert all(isinstance(v, str) for values in cls.params for v in values), cls.__name__
+        benches = [n for n in dir(cls) if n.startswith(("time_", "peakmem_", "track_"))]
+        assert benches, f"{cls.__name__} has no benchmark"
+        for name in benches:
+            n_args = len(inspect.signature(getattr(cls, name)).parameters) - 1
+            assert n_args == len(cls.param_names), f"{cls.__name__}.{name}"
+            if name.startswith("track_"):
+                assert getattr(getattr(cls, name), "unit", None) in (
+                    "ops", "flops", "bytes", "ratio"), f"{cls.__name__}.{name} lacks a unit"
+
+
+# ------------------------------------------------------------------- determinism
+
+
+def _clear_caches() -> None:
+    for fn in (common._images, common._cross_inputs, common._attention_module,
+               common._long_inputs):
+        fn.cache_clear()
+
+
+def test_inputs_and_weights_are_deterministic() -> None:
+    images = [img.tobytes() for img in SMALL_PRE.images()]
+    text, image = common._cross_inputs(SMALL_ATTN, "cpu")
+    weights = [p.clone() for p in common._attention_module(SMALL_ATTN, "sdpa", "cpu").parameters()]
+    q, k, v = (x.clone() for x in common._long_inputs(SMALL_LONG, "cpu"))
+    rng_before = torch.get_rng_state()
+    torch.manual_seed(12345)  # a caller's RNG state must not change the cases
+    _clear_caches()
+    assert [img.tobytes() for img in SMALL_PRE.images()] == images
+    text2, image2 = common._cross_inputs(SMALL_ATTN, "cpu")
+    assert torch.equal(text, text2) and torch.equal(image, image2)
+    rebuilt = list(common._attention_module(SMALL_ATTN, "sdpa", "cpu").parameters())
+    assert all(torch.equal(a, b) for a, b in zip(weights, rebuilt, strict=True))
+    assert all(torch.equal(a, b) for a, b in
+               zip((q, k, v), common._long_inputs(SMALL_LONG, "cpu"), strict=True))
+    state = torch.get_rng_state()
+    _clear_caches()
+    common._attention_module(SMALL_ATTN, "math", "cpu")
+    assert torch.equal(torch.get_rng_state(), state), "building a module moved the global RNG"
+    torch.set_rng_state(rng_before)
+
+
+def test_backends_of_one_case_share_weights_and_agree() -> None:
+    outs = {impl: SMALL_ATTN.build(impl)() for impl in ("math", "sdpa", "mha")}
+    assert outs["math"].shape == (2, 8, 32)
+    torch.testing.assert_close(outs["sdpa"], outs["math"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outs["mha"], outs["math"], atol=1e-5, rtol=1e-5)
+    assert SMALL_ATTN.build("seed")().shape == (2, 8, 16)  # the seed returns weights
+
+
+def test_long_sequence_impls_agree_when_the_window_covers_everything() -> None:
+    dense = SMALL_LONG.build("math")()
+    assert dense.shape == (1, 4, 64, 8)
+    torch.testing.assert_close(SMALL_LONG.build("sdpa")(), dense, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(SMALL_LONG.build("local")(), dense, atol=1e-5, rtol=1e-5)
+    assert SMALL_LONG.flops("local") == SMALL_LONG.flops("math")  # window 256 >= 2N - 1
+
+
+def test_preprocess_impls_agree() -> None:
+    naive = SMALL_PRE.build("naive")()
+    batched = SMALL_PRE.build("batched")()
+    assert naive.shape == batched.shape == (3, 3, 224, 224)
+    assert (naive - batched).abs().max().item() <= 0.05
+
+
+def test_loader_case_reads_its_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMPERF_BENCH_CACHE", str(tmp_path))
+    common.cache_dir.cache_clear()
+    try:
+        case = LoaderCase("t-jpeg", images=3, min_side=300, max_side=400, workers=0)
+        first = case.dataset()
+        assert first.root.parent == tmp_path and len(first) == 3
+        mtimes = [p.stat().st_mtime_ns for p in first.paths]
+        assert [p.stat().st_mtime_ns for p in case.dataset().paths] == mtimes  # reused
+        fast = case.build("fast")
+        batch = fast()
+        fast.close()
+        assert batch.shape == (3, 3, 224, 224) and batch.dtype == torch.float32
+    finally:
+        common.cache_dir.cache_clear()
+
+
+# ------------------------------------------------------------ unsupported combinations
+
+
+@pytest.mark.parametrize("case", [SMALL_ATTN, SMALL_LONG, SMALL_PRE,
+                                  LoaderCase("t", images=1, min_side=64, max_side=64)],
+                         ids=lambda c: type(c).__name__)
+def test_cuda_without_a_gpu_is_not_implemented(case: Any, monkeypatch: pytest.MonkeyPatch
+                                               ) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    impl = {"AttentionCase": "sdpa", "LongSequenceCase": "sdpa", "PreprocessCase": "batched",
+            "LoaderCase": "fast"}[type(case).__name__]
+    with pytest.raises(NotImplementedError, match="no CUDA device"):
+        case.build(impl, "float32", "cuda")
+
+
+def test_bf16_without_native_support_is_not_implemented(monkeypatch: pytest.MonkeyPatch) -> None:
+    import reference.attention
+
+    monkeypatch.setattr(reference.attention, "has_native_bf16", lambda device="cpu": False)
+    with pytest.raises(NotImplementedError, match="no native bf16"):
+        SMALL_ATTN.build("sdpa", "bfloat16", "cpu")
+    monkeypatch.setattr(reference.attention, "has_native_bf16", lambda device="cpu": True)
+    out = SMALL_ATTN.build("sdpa", "bfloat16", "cpu")()
+    assert out.dtype == torch.bfloat16  # autocast really applied
+
+
+def test_excluded_combination_is_not_implemented() -> None:
+    with pytest.raises(NotImplementedError, match="excluded"):
+        ATTENTION_CASES["clip-b4"].build("mha", "bfloat16", "cpu")
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (("bogus",), "accepted: seed, math, sdpa, mha"),
+    (("sdpa", "float64"), "accepted: float32, bfloat16"),
+    (("sdpa", "float32", "tpu"), "accepted: cpu, cuda"),
+])
+def test_bad_values_raise_value_error(args: tuple[str, ...], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SMALL_ATTN.build(*args)
+
+
+# ------------------------------------------------------------------- measurement
+
+
+def test_counters_are_deterministic_and_tell_implementations_apart() -> None:
+    math_w, sdpa_w = SMALL_LONG.build("math"), SMALL_LONG.build("sdpa")
+    assert common.counters(math_w, "ops") == common.counters(math_w, "ops")
+    assert common.counters(sdpa_w, "ops") < common.counters(math_w, "ops")
+    assert common.counters(math_w, "peak_memory") > common.counters(sdpa_w, "peak_memory")
+    assert common.counters(math_w, "flops") == SMALL_LONG.flops("math")
+
+
+def _sleeper(seconds: float, name: str) -> Workload:
+    return Workload("t", name, "cpu", "float32", lambda: time.sleep(seconds))
+
+
+def test_interleaved_ratio_is_candidate_over_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(common.QUICK_ENV, raising=False)
+    slow, fast = _sleeper(0.01, "slow"), _sleeper(0.001, "fast")
+    # Sleeps last at least as long as asked: the slow side can only look slower.
+    assert common.interleaved_ratio(slow, fast, budget_s=0.2, min_blocks=3) > 1.5
+    assert common.interleaved_ratio(fast, slow, budget_s=0.2, min_blocks=3) < 1 / 1.5
+    monkeypatch.setenv(common.QUICK_ENV, "1")
+    assert common.interleaved_ratio(slow, fast) > 1.5
+    other = Workload("t", "x", "cuda:0", "float32", lambda: None)
+    with pytest.raises(ValueError, match="needs one device"):
+        common.interleaved_ratio(slow, other)
+
+
+def test_bench_threads_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(common.THREADS_ENV, raising=False)
+    assert common.bench_threads() == 1
+    monkeypatch.setenv(common.THREADS_ENV, "3")
+    assert common.bench_threads() == 3
+    for bad in ("0", "two"):
+        monkeypatch.setenv(common.THREADS_ENV, bad)
+        with pytest.raises(ValueError, match=f"MMPERF_BENCH_THREADS={bad!r}"):
+            common.bench_threads()
+
+
+# ----------------------------------------------------------------- config and gate
+
+
+def test_asv_config_installs_torch_once_and_the_project_without_deps() -> None:
+    from asv.util import load_json
+
+    conf = load_json(str(ROOT / "asv.conf.json"), api_version=1, js_comments=True)
+    assert conf["environment_type"] == "virtualenv" and conf["pythons"] == ["3.11"]
+    assert conf["matrix"]["req"]["torch"] == "2.14.1"
+    assert conf["matrix"]["req"]["torchvision"] == "0.29.1"
+    for key in ("build_command", "install_command"):
+        assert all("--no-deps" in cmd for cmd in conf[key]), key
+    for key in ("env_dir", "results_dir", "html_dir"):
+        assert conf[key].startswith(".asv/"), key
+
+
+PIPE_TABLE = """
+| Change | Before [aaaa1111] | After [bbbb2222] | Ratio | Benchmark (Parameter) |
+|--------|-------------------|------------------|-------|-----------------------|
+| +      | 23.4±4ms | 70.1±5ms |  3.00 | bench_p.PreprocessBatch.time_preprocess('batched', 'cpu') |
+|        | 387      | 387      |  1.00 | bench_p.PreprocessCounters.track_ops('naive', 'cpu') |
+| !      | 1.0      | failed   |   n/a | bench_a.X.time_y('sdpa', 'cpu') |
+| -      | 2.0s     | 1.0s     | ~0.50 | bench_a.Y.time_z |
+"""
+
+SIMPLE_TABLE = """
+Change   Before [aaaa1111]    After [bbbb2222]      Ratio  Benchmark (Parameter)
+-------- -------------------- -------------------- ------  ------------------------------
++        1.00±0.01ms          2.00±0.01ms            2.00  bench_a.Z.time_w('math', 'cpu')
+         3                    3                      1.00  bench_a.Z.track_ops('math', 'cpu')
+"""
+
+
+def test_parse_tables_reads_both_table_styles() -> None:
+    rows = perf_gate.parse_tables(PIPE_TABLE + SIMPLE_TABLE)
+    assert [r.mark for r in rows] == ["+", " ", "!", "-", "+", " "]
+    assert rows[0].name == "bench_p.PreprocessBatch.time_preprocess('batched', 'cpu')"
+    assert rows[4].name == "bench_a.Z.time_w('math', 'cpu')" and rows[4].ratio == "2.00"
+    worse, broken, failing = perf_gate.summarise(rows)
+    assert worse == ["bench_a.Z.time_w('math', 'cpu')",
+                     "bench_p.PreprocessBatch.time_preprocess('batched', 'cpu')"]
+    assert broken == failing == ["bench_a.X.time_y('sdpa', 'cpu')"]
+
+
+def test_selection_regex_selects_exactly_the_flagged_benchmarks() -> None:
+    import re
+
+    flagged = ["a.B.time_c('x', 'cpu')", "a.D.track_e"]
+    regex = perf_gate.selection_regex(flagged)
+    # asv matches "name(params)" for parametrised benchmarks (asv.benchmarks.Benchmarks).
+    assert all(re.search(regex, name) for name in flagged)
+    for other in ("a.B.time_c('y', 'cpu')", "a.B.time_c", "a.D.track_ee", "xa.D.track_e"):
+        assert not re.search(regex, other), other
+
+
+def test_failed_lines_are_found_in_asv_run_output() -> None:
+    out = ("[ 50.00%] ··· bench_a.X.time_y            ok\n"
+           "[ 60.00%] ··· bench_a.X.time_z            2/4 failed\n"
+           "              sdpa    cpu     failed    \n")
+    assert len(perf_gate.failed_in_run_output(out)) == 2
+    assert perf_gate.failed_in_run_output("[ 50.00%] ··· bench_a.X.time_y   ok\n") == []
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_resolve_base_merge_base_or_parent(tmp_path: Path) -> None:
+    repo = tmp_path / "r"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "config", "user.email", "t@example.invalid")
+    _git(repo, "config", "user.name", "t")
+    for n in range(2):
+        (repo / "f").write_text(str(n))
+        _git(repo, "add", "f")
+        _git(repo, "commit", "-qm", f"c{n}")
+    main_head = _git(repo, "rev-parse", "HEAD")
+    # On main itself the merge base is HEAD: fall back to HEAD~1.
+    assert perf_gate.resolve_base(None, main_head, repo) == _git(repo, "rev-parse", "HEAD~1")
+    _git(repo, "checkout", "-q", "-b", "feature")
+    (repo / "f").write_text("feature")
+    _git(repo, "commit", "-qam", "f1")
+    head = _git(repo, "rev-parse", "HEAD")
+    assert perf_gate.resolve_base(None, head, repo) == main_head
+    assert perf_gate.resolve_base("HEAD~1", head, repo) == main_head
+    with pytest.raises(perf_gate.GateError, match="'nope' is not a commit"):
+        perf_gate.resolve_base("nope", head, repo)
+
+
+def test_gate_usage_errors_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert perf_gate.main(["--config", str(tmp_path / "missing.json")]) == 3
+    assert "does not exist" in capsys.readouterr().err
+    assert perf_gate.main(["--factor", "0.9", "HEAD"]) == 3
+    assert "--factor must be > 1.0" in capsys.readouterr().err
+
+
+def test_asv_result_units_are_json_serialisable() -> None:
+    # Track results travel to asv as JSON: a counter must be a plain int, a ratio a float.
+    value = common.counters(SMALL_ATTN.build("sdpa"), "ops")
+    assert type(value) is int and json.loads(json.dumps(value)) == value
+    ratio = common.interleaved_ratio(_sleeper(0.002, "a"), _sleeper(0.001, "b"), budget_s=0.05,
+                                     min_blocks=2)
+    assert isinstance(ratio, float) and math.isfinite(ratio)
+
+
+def test_suite_refuses_to_benchmark_the_checkout(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    # Here `reference` is the checkout's (editable install): fine with --python=same ...
+    monkeypatch.setenv("ASV_CONF_DIR", str(ROOT))
+    monkeypatch.setenv("ASV_ENV_TYPE", "existing")
+    common.check_code_under_test()
+    # ... but in a built asv environment it would mean every commit runs the working tree.
+    monkeypatch.setenv("ASV_ENV_TYPE", "virtualenv")
+    with pytest.raises(ImportError, match="from the checkout"):
+        common.check_code_under_test()
+    monkeypatch.setenv("ASV_CONF_DIR", str(tmp_path))  # another project's asv run
+    common.check_code_under_test()

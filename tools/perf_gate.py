@@ -1,0 +1,385 @@
+#!/usr/bin/env python3
+"""Performance gate over the asv suite in ``benchmarks/`` (stdlib only; runs ``asv`` as a child).
+
+Gate (CI, ``make perf-gate BASE=<rev>``)::
+
+    python tools/perf_gate.py [BASE] [--head REV] [--factor 1.25] [-b REGEX]
+
+runs ``asv continuous --factor F -e --interleave-rounds BASE HEAD``, then ``asv compare --split``
+for the full table, and ends with one summary line naming every benchmark that got slower or
+errored. BASE defaults to ``git merge-base HEAD main`` (``origin/main`` when there is no local
+``main``), or ``HEAD~1`` when that merge base is HEAD itself (running on main).
+
+A benchmark fails the gate only when asv flags it (``+``: worse than BASE by more than the
+factor and, where samples exist, significant) in the full pass *and again* in an immediate
+re-run of just the flagged benchmarks and parameters (fresh processes, BASE and HEAD interleaved
+again; ``--no-confirm`` skips it). Flags that the re-run does not repeat are listed in the
+summary as noise, not failures.
+
+Exit status: 0 nothing got worse; 1 a benchmark is worse (confirmed) or started failing (asv's
+``!``); 2 a benchmark errored at HEAD (asv exits 2 and prints no table: the table then comes
+from ``asv compare``) or asv itself failed (bad revision, environment build); 3 bad usage.
+
+Why these settings (measured on the shared 2-core machine; details in the README):
+
+* ``--factor 1.25`` (``DEFAULT_FACTOR``), one factor for every benchmark. In six gate runs on a
+  comment-only commit the deterministic counters (``track_ops``/``track_flops``/
+  ``track_peak_memory``) never moved (1.00); raw times moved 0.63-1.45x but asv never found
+  those significant over four interleaved rounds; the in-process ratios, one value per commit
+  and so without statistics, moved 0.57-1.42x and made every first-pass flag (1-2 in 3 of 6
+  runs). The confirming re-run removed all of them; a larger factor would instead hide real
+  1.5x regressions. The regressions the suite is about are far beyond 1.25: a per-image
+  preprocessing loop measured 2.9-4.2x the time, 8.7x the ops, 3.7x the ratio; SDPA replaced by
+  explicit attention 1.5-5.7x the ops, 1.3-121x the peak memory, 3.2-3.8x the time at 4096.
+* ``--interleave-rounds`` with four rounds per time benchmark: asv alternates BASE and HEAD
+  round by round, so load from other jobs falls on both commits.
+* The suite runs torch with one intra-op thread (``MMPERF_BENCH_THREADS``, see
+  ``benchmarks/common.py``): two OpenMP threads on a shared 2-core machine were 3-6x slower and
+  several times noisier whenever another job held a core.
+
+Quick check (``make test``)::
+
+    python tools/perf_gate.py --check
+
+runs ``asv check`` (every benchmark imports and is well formed) and one quick pass of the whole
+suite in the current interpreter (``asv run --python=same --quick --dry-run --show-stderr``),
+with ``MMPERF_BENCH_QUICK=1`` so the in-process ratio benchmarks use their smallest budget. It
+fails (exit 2) when any benchmark errors: asv's exit status and the ``failed`` markers in its
+output are both checked, since a failed benchmark is only a word in a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_FACTOR = 1.25
+EXIT_OK, EXIT_REGRESSION, EXIT_ERROR, EXIT_USAGE = 0, 1, 2, 3
+QUICK_ENV = "MMPERF_BENCH_QUICK"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class GateError(Exception):
+    """A problem outside the benchmarks (git, asv missing, bad revision): exit 2 or 3."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of an asv comparison table."""
+
+    mark: str  # "+" worse, "-" better, "!" newly failing, "*" fixed, "x" not comparable, " "
+    before: str  # e.g. "1.23±0.01ms", "failed", "n/a"
+    after: str
+    ratio: str  # e.g. "1.90", "~1.10" (beyond the factor but not significant), "n/a"
+    name: str  # benchmark and its parameters, e.g. "bench_x.Y.time_z('sdpa', 'cpu')"
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def asv_command() -> list[str]:
+    """``python -m asv`` with the interpreter running this script (the project venv), else the
+    ``asv`` on PATH."""
+    try:
+        import asv  # noqa: F401
+    except ImportError:
+        found = shutil.which("asv")
+        if found is None:
+            raise GateError(
+                f"asv is not installed for {sys.executable} and not on PATH; install the dev "
+                "extras: pip install -e '.[dev]'"
+            ) from None
+        return [found]
+    return [sys.executable, "-m", "asv"]
+
+
+def git(*args: str, cwd: Path = ROOT) -> str:
+    """Run git and return stdout stripped; raise GateError naming the command on failure."""
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise GateError(f"`git {' '.join(args)}` failed in {cwd}: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+def rev_parse(rev: str, what: str, cwd: Path = ROOT) -> str:
+    try:
+        return git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", cwd=cwd)
+    except GateError:
+        raise GateError(
+            f"{what} {rev!r} is not a commit in {cwd}; pass a branch, tag or hash "
+            "(in a shallow CI checkout fetch history first: git fetch --unshallow)",
+            EXIT_USAGE,
+        ) from None
+
+
+def resolve_base(base: str | None, head: str, cwd: Path = ROOT) -> str:
+    """BASE as a full hash: the given revision, else the merge base with main, else HEAD~1."""
+    if base:
+        return rev_parse(base, "BASE", cwd)
+    for main in ("main", "origin/main"):
+        try:
+            rev_parse(main, "main", cwd)
+        except GateError:
+            continue
+        merge_base = git("merge-base", head, main, cwd=cwd)
+        if merge_base != head:
+            return merge_base
+        break
+    return rev_parse(f"{head}~1", "HEAD~1 (default BASE)", cwd)
+
+
+def ensure_machine(asv: list[str], config: Path) -> None:
+    """asv refuses to run without ~/.asv-machine.json: create it non-interactively (CI)."""
+    machine_file = Path(os.environ.get("ASV_MACHINE_FILE", Path.home() / ".asv-machine.json"))
+    if machine_file.exists():
+        return
+    proc = subprocess.run([*asv, "--config", str(config), "machine", "--yes"],
+                          cwd=config.parent, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise GateError(f"`asv machine --yes` failed:\n{proc.stdout}{proc.stderr}")
+
+
+def run_streaming(cmd: Sequence[str], cwd: Path, env: dict[str, str] | None = None
+                  ) -> tuple[int, str]:
+    """Run ``cmd``, echoing its merged stdout/stderr live, and return (exit status, output)."""
+    print(f"$ {' '.join(cmd)}", flush=True)
+    proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        lines.append(line)
+    sys.stdout.flush()
+    return proc.wait(), "".join(lines)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def parse_tables(text: str) -> list[Row]:
+    """Rows of every asv comparison table in ``text`` (``asv compare`` / ``asv continuous``).
+
+    asv 0.6 prints GitHub-style pipe tables (``| + | 1.2ms | 2.4ms | 2.00 | name(...) |``);
+    older versions a plain table whose columns are located from the ``----`` rule under the
+    header (the benchmark column holds spaces, e.g. ``('sdpa', 'cpu')``). Both are read.
+    """
+    rows: list[Row] = []
+    lines = [_ANSI.sub("", line.rstrip("\n")) for line in text.splitlines()]
+    i = 0
+    while i < len(lines) - 1:
+        header, rule = lines[i], lines[i + 1]
+        if "Benchmark (Parameter)" not in header:
+            i += 1
+            continue
+        i += 2
+        if header.lstrip().startswith("|"):
+            while i < len(lines) and lines[i].lstrip().startswith("|"):
+                cells = [c.strip() for c in lines[i].strip().strip("|").split("|")]
+                if len(cells) >= 5:
+                    # A parameter value could hold "|": the name is everything after column 4.
+                    name = "|".join(cells[4:]).strip()
+                    rows.append(Row(cells[0][:1] or " ", cells[1], cells[2], cells[3], name))
+                i += 1
+            continue
+        spans = [m.start() for m in re.finditer(r"-+", rule)]
+        if len(spans) != 5 or not re.fullmatch(r"[- ]+", rule.strip() or "x"):
+            continue
+        while i < len(lines) and lines[i].strip():
+            line = lines[i]
+            ends = spans[1:] + [len(line) + 1]
+            cells = [line[a:b].strip() for a, b in zip(spans, ends, strict=True)]
+            cells[4] = line[spans[4]:].strip()
+            rows.append(Row(cells[0][:1] or " ", cells[1], cells[2], cells[3], cells[4]))
+            i += 1
+    return rows
+
+
+def summarise(rows: Sequence[Row]) -> tuple[list[str], list[str], list[str]]:
+    """(worse, newly failing, failing at HEAD) benchmark names, each sorted and unique."""
+    worse = sorted({r.name for r in rows if r.mark == "+"})
+    broken = sorted({r.name for r in rows if r.mark == "!"})
+    failing = sorted({r.name for r in rows if r.after == "failed"})
+    return worse, broken, failing
+
+
+_FAILED_LINE = re.compile(r"(?:^|\s)failed(?:\s|$)")
+
+
+def failed_in_run_output(text: str) -> list[str]:
+    """Lines of ``asv run`` output that report a failed benchmark (or parameter combination).
+
+    asv prints ``[ 50.00%] ··· module.Class.bench   failed`` for a plain benchmark and a
+    parameter table with ``failed`` cells for a parametrised one.
+    """
+    hits = []
+    for raw in text.splitlines():
+        line = _ANSI.sub("", raw)
+        if _FAILED_LINE.search(line) and not line.lstrip().startswith(("$", "asv:")):
+            hits.append(line.strip())
+    return hits
+
+
+# ---------------------------------------------------------------------------------- commands
+
+
+def _continuous(asv: list[str], config: Path, factor: float, split: bool, selection: list[str],
+                base_hash: str, head_hash: str) -> tuple[int, list[Row]]:
+    """One ``asv continuous`` pass, then the full ``asv compare`` table; (asv status, rows)."""
+    common = [*asv, "--config", str(config)]
+    splitting = ["--split"] if split else []
+    rc, out = run_streaming(
+        [*common, "continuous", "--factor", str(factor), "-e", "--interleave-rounds",
+         *splitting, *selection, base_hash, head_hash], config.parent)
+    # The full table: asv continuous shows only changed rows, and no table at all on errors.
+    print("\n==> full comparison (asv compare)", flush=True)
+    _, table = run_streaming([*common, "compare", "--factor", str(factor), *splitting,
+                              base_hash, head_hash], config.parent)
+    return rc, parse_tables(table) or parse_tables(out)
+
+
+def selection_regex(names: Sequence[str]) -> str:
+    """asv ``-b`` regex selecting exactly the benchmarks in ``names``, as the comparison table
+    names them: asv matches a parametrised benchmark as ``name('a', 'b')``, so only the flagged
+    parameter combinations run again."""
+    return "^(" + "|".join(re.escape(name) for name in sorted(set(names))) + ")$"
+
+
+def gate(base: str | None, head: str, factor: float, bench: str | None, config: Path,
+         split: bool = True, confirm: bool = True) -> int:
+    """Run asv continuous BASE..HEAD and return the gate's exit status (module docstring)."""
+    if not factor > 1.0:
+        raise GateError(f"--factor must be > 1.0 (1.25 = 25 % slower), got {factor}", EXIT_USAGE)
+    cwd = config.parent
+    head_hash = rev_parse(head, "HEAD", cwd)
+    base_hash = resolve_base(base, head_hash, cwd)
+    if base_hash == head_hash:
+        raise GateError(f"BASE and HEAD are the same commit {head_hash[:8]}; nothing to compare",
+                        EXIT_USAGE)
+    asv = asv_command()
+    ensure_machine(asv, config)
+    started = time.monotonic()
+    rc, rows = _continuous(asv, config, factor, split, ["-b", bench] if bench else [],
+                           base_hash, head_hash)
+    worse, broken, failing = summarise(rows)
+    unconfirmed: list[str] = []
+    if worse and confirm and rc in (0, 1):
+        # A timing benchmark flagged once may be another job's load: re-run just the flagged
+        # benchmarks (fresh processes, interleaved again) and keep what is flagged both times.
+        print(f"\n==> confirming {len(worse)} flagged benchmark(s) with a re-run", flush=True)
+        rc2, rows2 = _continuous(asv, config, factor, split, ["-b", selection_regex(worse)],
+                                 base_hash, head_hash)
+        worse2, broken2, failing2 = summarise(rows2)
+        unconfirmed = [name for name in worse if name not in worse2]
+        worse = [name for name in worse if name in worse2]
+        broken = sorted(set(broken) | set(broken2))
+        failing = sorted(set(failing) | set(failing2))
+        rc = rc2 if rc2 == 2 else (1 if worse or broken else 0)
+    took = time.monotonic() - started
+    span = f"{base_hash[:8]}..{head_hash[:8]}"
+    problems = []
+    if worse:
+        again = " (confirmed by a re-run)" if confirm else ""
+        problems.append(f"{len(worse)} slower than {factor}x BASE{again}: {', '.join(worse)}")
+    if broken:
+        problems.append(f"{len(broken)} newly failing: {', '.join(broken)}")
+    failing_only = [name for name in failing if name not in broken]
+    if failing_only:
+        problems.append(f"{len(failing_only)} failing at HEAD: {', '.join(failing_only)}")
+    if rc == 2 or failing:
+        code = EXIT_ERROR
+    elif worse or broken:
+        code = EXIT_REGRESSION
+    elif rc == 1 and not unconfirmed:
+        # asv also exits 1 on its own errors (unknown commit, environment build failure).
+        code = EXIT_ERROR
+        problems.append(f"asv continuous exited {rc} without a regression table (see above)")
+    elif rc not in (0, 1):
+        code = EXIT_ERROR
+        problems.append(f"asv continuous exited {rc} (see the output above)")
+    else:
+        code = EXIT_OK
+    if code == EXIT_ERROR and not problems:
+        problems.append(f"asv continuous exited {rc} (see the output above)")
+    verdict = "PASS" if code == EXIT_OK else "FAIL"
+    detail = "; ".join(problems) if problems else (
+        f"no benchmark slower than {factor}x BASE ({len(rows)} compared)")
+    if unconfirmed:
+        detail += (f"; not confirmed by the re-run (noise, not failing): "
+                   f"{', '.join(unconfirmed)}")
+    print(f"\nperf-gate {verdict} {span} (factor {factor}, {took:.0f} s): {detail}", flush=True)
+    return code
+
+
+def check(bench: str | None, config: Path) -> int:
+    """asv check + one quick pass of the suite in the current environment (module docstring)."""
+    asv = asv_command()
+    cwd = config.parent
+    ensure_machine(asv, config)
+    env = dict(os.environ, **{QUICK_ENV: "1"})
+    selection = ["-b", bench] if bench else []
+    rc, out = run_streaming([*asv, "--config", str(config), "check", "--python=same"], cwd, env)
+    if rc != 0 or "Traceback" in out:
+        print(f"\nperf-gate --check FAIL: asv check exited {rc}: the suite does not import or a "
+              "benchmark is malformed (see above)", flush=True)
+        return EXIT_ERROR
+    started = time.monotonic()
+    rc, out = run_streaming(
+        [*asv, "--config", str(config), "run", "--python=same", "--quick", "--dry-run",
+         "--show-stderr", *selection], cwd, env)
+    took = time.monotonic() - started
+    failed = failed_in_run_output(out)
+    if rc != 0 or failed or "Importing benchmark suite failed" in out:
+        detail = "; ".join(failed) if failed else f"asv run exited {rc}"
+        print(f"\nperf-gate --check FAIL ({took:.0f} s): {detail}", flush=True)
+        return EXIT_ERROR
+    print(f"\nperf-gate --check PASS: suite imports, every benchmark ran once ({took:.0f} s)",
+          flush=True)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="perf_gate.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("base", nargs="?", default=None,
+                        help="base revision (default: merge base with main, or HEAD~1 on main)")
+    parser.add_argument("--head", default="HEAD", help="revision to test (default: HEAD)")
+    parser.add_argument("--factor", type=float, default=DEFAULT_FACTOR,
+                        help=f"slowdown factor that fails the gate (default {DEFAULT_FACTOR})")
+    parser.add_argument("-b", "--bench", default=None, help="regex selecting benchmarks")
+    parser.add_argument("--config", type=Path, default=ROOT / "asv.conf.json",
+                        help="asv config (default: the repository's asv.conf.json)")
+    parser.add_argument("--no-split", action="store_true", help="one table instead of groups")
+    parser.add_argument("--no-confirm", action="store_true",
+                        help="fail on the first pass's flags, without re-running them")
+    parser.add_argument("--check", action="store_true",
+                        help="asv check + one quick pass in the current environment (make test)")
+    args = parser.parse_args(argv)
+    config = args.config.resolve()
+    try:
+        if not config.is_file():
+            raise GateError(f"asv config {config} does not exist (--config)", EXIT_USAGE)
+        if args.check:
+            return check(args.bench, config)
+        return gate(args.base, args.head, args.factor, args.bench, config,
+                    not args.no_split, not args.no_confirm)
+    except GateError as err:
+        print(f"perf-gate ERROR: {err}", file=sys.stderr, flush=True)
+        return err.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
