@@ -30,10 +30,11 @@ from pytest_mmperf import stats
 from pytest_mmperf.isolation import WorkerError, WorkerSpec, write_worker_output
 from pytest_mmperf.measure import DEFAULT_MIN_BLOCKS, PairSamples, time_one, time_pair
 
-# Tuned with the error-rate study (README): between-process spread dominates on 2-core machines,
-# so a short budget per process and more processes beat a long budget in fewer processes.
-DEFAULT_BUDGET_S = 1.0  # measuring seconds per process for one ratio guard
-DEFAULT_PROCESSES = 5  # at most: the parent + up to 4 fresh workers, added only while unclear
+# The plugin's defaults (config.py: --mmperf-budget, --mmperf-processes), whose error rates
+# tools/guard_error_rates.py measures (README). Between-process spread dominates on 2-core
+# machines, so a guard stops adding processes only once two of them agree.
+DEFAULT_BUDGET_S = 2.0  # measuring seconds per process for one ratio guard
+DEFAULT_PROCESSES = 3  # at most: the parent + up to 2 fresh workers, added only while unclear
 DEFAULT_CONFIDENCE = 0.95
 INCONCLUSIVE_POLICIES = ("estimate", "fail", "skip")
 MIN_PROCESSES_TO_STOP = 2
@@ -59,7 +60,7 @@ class GuardResult:
     estimate: float | None
     ci_low: float | None
     ci_high: float | None
-    threshold: float | str | None
+    threshold: float | str | dict[str, float] | None  # dict: per-op limits, per-metric tolerances
     verdict: str  # pass | fail | inconclusive | skipped
     decided_by: str  # interval | estimate | count
     samples_per_process: list[int]
@@ -365,7 +366,7 @@ class Guard:
 
     def _counter_result(self, kind: str, name: str | None, metric: str, dev: str,
                         value: float | None,
-                        limit: float | str | None, ok: bool, message: str,
+                        limit: float | str | dict[str, float] | None, ok: bool, message: str,
                         extra: dict[str, Any]) -> GuardResult:
         verdict = "pass" if ok else "fail"
         label = f"{kind}({name})" if name else f"{kind}()"
@@ -391,7 +392,7 @@ class Guard:
         over = {op: (counts[op], table[op]) for op in table if counts[op] > table[op]}
         detail = ", ".join(f"{op}: {counts[op]} (max {table[op]})" for op in table)
         return self._counter_result(
-            "max_ops", name, "ops", dev, sum(counts.values()), str(table), not over,
+            "max_ops", name, "ops", dev, sum(counts.values()), dict(table), not over,
             f"op counts {detail}" + (f"; over the limit: {sorted(over)}" if over else ""),
             {"counts": counts, "limits": table, "ops": dict(report.ops)})
 
@@ -520,7 +521,9 @@ class Guard:
         key = name if dev == "cpu" else f"{name}[{dev.split(':')[0]}]"
         outcome = self.snapshot_store.check(key, values, tolerance, self.update_snapshots)
         return self._counter_result(
-            "snapshot", name, "snapshot", dev, None, str(tolerance), not outcome.failed,
+            "snapshot", name, "snapshot", dev, None,
+            dict(tolerance) if isinstance(tolerance, Mapping) else float(tolerance),
+            not outcome.failed,
             f"{key}: {outcome.status}: {outcome.message}",
             {"values": values, "status": outcome.status})
 

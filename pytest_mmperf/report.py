@@ -106,7 +106,8 @@ def _cell(text: str, width: int, align: str) -> str:
 def guard_row(result: Mapping[str, Any]) -> dict[str, str]:
     """The table cells of one guard result (a ``GuardResult.to_dict()``)."""
     low, high = result.get("ci_low"), result.get("ci_high")
-    interval = "-" if low is None or high is None else f"[{format_number(low)}, {format_number(high)}]"
+    interval = ("-" if low is None or high is None
+                else f"[{format_number(low)}, {format_number(high)}]")
     verdict = str(result.get("verdict", "?"))
     if result.get("decided_by") == "estimate" and verdict in ("pass", "fail"):
         verdict += "~"  # decided by the point estimate after an inconclusive interval
@@ -118,8 +119,11 @@ def guard_row(result: Mapping[str, Any]) -> dict[str, str]:
     if isinstance(device, (list, tuple)):
         device = ",".join(str(d) for d in device)
     threshold = result.get("threshold")
-    if isinstance(threshold, Mapping):  # max_ops: {op: limit}
-        threshold = ",".join(f"{op.split('.')[-1]}<={n}" for op, n in threshold.items())
+    if result.get("kind") == "snapshot" and threshold is not None:  # relative tolerance(s)
+        widest = max(threshold.values()) if isinstance(threshold, Mapping) else threshold
+        threshold = f"±{float(widest):.0%}"
+    elif isinstance(threshold, Mapping):  # max_ops: {op: limit}
+        threshold = ",".join(f"{op.split('.')[-1]}<={n:g}" for op, n in threshold.items())
     return {
         "test": str(result.get("nodeid", "")),
         "metric": str(result.get("metric") or result.get("kind") or "-"),
@@ -161,7 +165,8 @@ def benchmark_rows(benchmarks: Iterable[Any]) -> list[dict[str, Any]]:
     """
     rows: list[dict[str, Any]] = []
     for bench in benchmarks:
-        stats = getattr(getattr(bench, "stats", None), "stats", None) or getattr(bench, "stats", None)
+        stats = (getattr(getattr(bench, "stats", None), "stats", None)
+                 or getattr(bench, "stats", None))
         median = getattr(stats, "median", None)
         if median is None:
             continue

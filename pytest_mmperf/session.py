@@ -1,4 +1,4 @@
-"""End-of-session glue: the guard table, report figures, ``--mmperf-json``/``--mmperf-html``, snapshots.
+"""End-of-session glue: guard table, report figures, ``--mmperf-json``/``--mmperf-html``, snapshots.
 
 Registered by :func:`pytest_mmperf.plugin.pytest_configure` as a second plugin object so that
 ``plugin.py`` stays thin. Nothing here imports torch unless the run recorded guard results or was
@@ -23,7 +23,8 @@ class ReportFigures:
     """What a test adds to the run's report besides guards (the ``mmperf_report`` fixture).
 
     Figure records are plain dicts with a ``kind`` (``family``, ``breakdown``, ``scaling``,
-    ``efficiency``, ``claim``, or any other kind, rendered as a table); see :mod:`pytest_mmperf.html`.
+    ``efficiency``, ``claim``, or any other kind, rendered as a table); see
+    :mod:`pytest_mmperf.html`.
     """
 
     def __init__(self, figures: list[dict[str, Any]], nodeid: str) -> None:

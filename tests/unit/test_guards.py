@@ -104,7 +104,7 @@ def test_disagreeing_processes_use_all_processes() -> None:
 
 def test_default_adds_processes_only_while_unclear() -> None:
     fake = FakeTiming([1.0, 1.09, 0.93, 1.02, 0.98])
-    guard = Guard(measure_pair=fake.measure_pair, spawner=fake.spawner)  # default processes
+    guard = Guard(measure_pair=fake.measure_pair, spawner=fake.spawner, processes=5)
     result = guard.not_slower(noop, noop, tolerance=0.10)
     assert result.n_processes > 3 and [s[1] for s in fake.spawned] == list(
         range(1, result.n_processes))
