@@ -260,9 +260,12 @@ def resize_uint8(image: Image.Image | torch.Tensor, size: int, backend: str = "t
     backend "tv": torchvision v2 ``resize`` on uint8 (PIL pixels are unpacked to an (H, W, 3)
     array first and resized as a channels-last view, the layout of torch's fast uint8 kernel);
     "pil": Pillow ``Image.resize(BILINEAR)`` (tensors become PIL images first), bit-identical
-    to the seed's v1 ``Resize`` on PIL images. The result may be a view with channels-last
-    strides; it is never the input's storage unless no resize was needed for a tensor.
+    to the seed's v1 ``Resize`` on PIL images; "auto": "tv" where torchvision has its native
+    uint8 kernel, else "pil". The result may be a view with channels-last strides; it is never
+    the input's storage unless no resize was needed for a tensor.
     """
+    if backend == "auto":
+        backend = _auto_backend()
     if backend == "pil":
         if isinstance(image, torch.Tensor):
             with _stage("convert"):
