@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.mmperf-installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv test bench perf-gate lint clean
+.PHONY: venv test bench perf-gate regression-proof lint clean
 
 venv: $(STAMP)
 
@@ -17,10 +17,12 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
 
-# The tests, then `asv check` and one quick pass of the asv suite (a broken benchmark fails CI).
+# The tests; `asv check` and one quick pass of the asv suite (a broken benchmark fails CI); the
+# proof that the regression suite catches known regressions of reference/ (first guard each).
 test: $(STAMP)
 	$(PY) -m pytest
 	$(PY) tools/perf_gate.py --check
+	$(PY) tools/regression_proof.py --quick
 
 # The performance run: pytest --benchmark over the regression suite, then the report files.
 bench: $(STAMP)
@@ -35,6 +37,10 @@ bench: $(STAMP)
 BASE ?=
 perf-gate: $(STAMP)
 	$(PY) tools/perf_gate.py $(BASE)
+
+# Every known regression against a patched copy of reference/, every guard that catches it.
+regression-proof: $(STAMP)
+	$(PY) tools/regression_proof.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check pytest_mmperf reference tests benchmarks

@@ -21,7 +21,11 @@ the snapshot file, so nothing in the checkout can be rewritten.
 
 Usage::
 
-    python tools/regression_proof.py [--list] [--only NAME ...] [--pytest-args "ARGS"]
+    python tools/regression_proof.py [--list] [--quick] [--only NAME ...] [--pytest-args "ARGS"]
+
+``--quick`` (run by ``make test``) stops each regression's run at its first failing guard and
+skips the unmodified copy (the same ``make test`` has just run tests/perf on it); the full proof,
+which records every guard that catches each regression, is ``make regression-proof``.
 
 Exit status 0 when every regression made at least one test fail and the unmodified copy passed;
 1 otherwise; 2 for a usage error or a missing anchor.
@@ -48,7 +52,7 @@ SUITE = ROOT / "tests" / "perf"
 SNAPSHOTS = ROOT / "mmperf-snapshots.json"
 SHADOW_PLUGIN = "_mmperf_regression_shadow"
 BASELINE = "unmodified"
-DEFAULT_PYTEST_ARGS = ("--mmperf-processes=2",)
+DEFAULT_PYTEST_ARGS: tuple[str, ...] = ()  # the plugin defaults, as users run the suite
 
 _SHADOW_SOURCE = '''"""Loaded with -p by tools/regression_proof.py: import `reference` from here."""
 import os
@@ -325,6 +329,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pytest-args", default=" ".join(DEFAULT_PYTEST_ARGS),
                         help="extra pytest arguments, one shell-quoted string (default: "
                              "%(default)r)")
+    parser.add_argument("--quick", action="store_true",
+                        help="what `make test` runs: every regression, each stopping at its first "
+                             "failing guard (-x); no run of the unmodified copy, which the same "
+                             "`make test` has just tested as tests/perf")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="print each run's command and output tail")
     args = parser.parse_args(argv)
@@ -333,11 +341,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for reg in REGRESSIONS:
             print(f"{reg.name:<24} {reg.description}")
         return 0
-    pytest_args = shlex.split(args.pytest_args)
+    pytest_args = shlex.split(args.pytest_args) + (["-x"] if args.quick else [])
     if any(a.startswith("--mmperf-update-snapshots") for a in pytest_args):
         parser.error("--pytest-args must not contain --mmperf-update-snapshots")
     try:
-        names = args.only or [BASELINE, *(r.name for r in REGRESSIONS)]
+        names = args.only or [*([] if args.quick else [BASELINE]),
+                              *(r.name for r in REGRESSIONS)]
         chosen = [None if n == BASELINE else regression_by_name(n) for n in names]
         # Check every anchor before spending minutes on runs.
         for reg in chosen:
