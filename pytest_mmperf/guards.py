@@ -218,32 +218,41 @@ class Guard:
     # ---------------------------------------------------------------- ratio guards
     def faster(self, candidate: Callable[[], object], baseline: Callable[[], object],
                at_least: float = 1.0, *, name: str | None = None, device: Any = None,
-               inference_mode: bool = True) -> GuardResult:
+               inference_mode: bool = True, min_processes: int = MIN_PROCESSES_TO_STOP
+               ) -> GuardResult:
         """Candidate is at least ``at_least`` times faster than baseline: speedup
-        ``t_baseline / t_candidate`` >= ``at_least`` (decided on the pooled interval)."""
+        ``t_baseline / t_candidate`` >= ``at_least`` (decided on the pooled interval).
+        ``min_processes``: pool at least this many processes even when the decision is clear
+        earlier (capped by ``--mmperf-processes``), for a narrower interval in a report."""
         if not (isinstance(at_least, (int, float)) and at_least > 0 and math.isfinite(at_least)):
             raise ValueError(f"faster(at_least=...) must be a finite ratio > 0, got {at_least!r}")
         return self._ratio("faster", candidate, baseline, float(at_least), name, device,
-                           inference_mode)
+                           inference_mode, min_processes)
 
     def not_slower(self, candidate: Callable[[], object], baseline: Callable[[], object],
                    tolerance: float = 0.10, *, name: str | None = None, device: Any = None,
-                   inference_mode: bool = True) -> GuardResult:
+                   inference_mode: bool = True, min_processes: int = MIN_PROCESSES_TO_STOP
+                   ) -> GuardResult:
         """Candidate is not slower than baseline beyond ``tolerance``: slowdown
-        ``t_candidate / t_baseline`` <= ``1 + tolerance``."""
+        ``t_candidate / t_baseline`` <= ``1 + tolerance``. ``min_processes`` as in
+        :meth:`faster`."""
         if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < math.inf):
             raise ValueError(f"not_slower(tolerance=...) must be a finite fraction >= 0 "
                              f"(0.10 = 10 %), got {tolerance!r}")
         return self._ratio("not_slower", candidate, baseline, float(tolerance), name, device,
-                           inference_mode)
+                           inference_mode, min_processes)
 
     def _ratio(self, kind: str, candidate: Callable[[], object], baseline: Callable[[], object],
-               threshold: float, name: str | None, device: Any, inference_mode: bool
-               ) -> GuardResult:
+               threshold: float, name: str | None, device: Any, inference_mode: bool,
+               min_processes: int) -> GuardResult:
         for what, fn in (("candidate", candidate), ("baseline", baseline)):
             if not callable(fn):
                 raise TypeError(f"{kind}(): {what} must be a zero-argument callable, got "
                                 f"{type(fn).__name__} {fn!r}")
+        if isinstance(min_processes, bool) or not isinstance(min_processes, int) \
+                or min_processes < 1:
+            raise ValueError(f"{kind}(min_processes=...) must be an int >= 1, got "
+                             f"{min_processes!r}")
         index = self._next_index()
         dev = str(device) if device is not None else self.device
         # log(t_candidate / t_baseline) must stay at or below this for the guard to pass
@@ -260,7 +269,7 @@ class Guard:
         processes = [run(self.budget_s, self.seed * 1000 + index * 10)]
         max_processes = self.processes if self.spawner is not None else 1
         while len(processes) < max_processes:
-            if len(processes) >= MIN_PROCESSES_TO_STOP and (
+            if len(processes) >= max(MIN_PROCESSES_TO_STOP, min_processes) and (
                 self._decide(kind, processes, threshold).decision != stats.Decision.INCONCLUSIVE
             ):
                 break

@@ -65,6 +65,7 @@ CLAIMED = [1.3, 1.5]  # speedup of the seed's "optimised" preprocessing over its
 # v1 Resize ignores on PIL images); much slower would be a regression of reference/ itself.
 # Its per-process ratio moved between 0.8x and 1.6x on the busy 2-core machine.
 SEED_TOLERANCE = 0.5
+CLAIM_PROCESSES = 5  # capped by --mmperf-processes: 3 in plain pytest, 5 under --benchmark
 _MEASURED: dict[str, Any] = {}  # guard results shared with the claim test (same process)
 
 
@@ -152,8 +153,11 @@ def test_sparse_faster_than_dense_at_4096(mmperf_guard: Any) -> None:
 def test_seed_claim(mmperf_guard: Any, mmperf_report: Any) -> None:
     """The seed's 30-50 % claim, measured: its own code against its own naive loop."""
     case = PRE_CASE
+    # A clear pass comes after two processes, but with two the interval is wide (Student-t with
+    # one degree of freedom): pool all the run allows, for an interval that can judge the claim.
     result = mmperf_guard.not_slower(_build(case, "seed"), _build(case, "naive"),
-                                     tolerance=SEED_TOLERANCE, name="seed-optimised vs naive")
+                                     tolerance=SEED_TOLERANCE, name="seed-optimised vs naive",
+                                     min_processes=CLAIM_PROCESSES)
     # not_slower reports the slowdown t_seed / t_naive; the claim is about the speed-up.
     speedup = 1.0 / result.estimate
     interval = [1.0 / result.ci_high, 1.0 / result.ci_low]

@@ -82,6 +82,17 @@ def test_clear_pass_stops_after_two_agreeing_processes() -> None:
     assert fake.measure_kwargs[0]["inference_mode"] is True
 
 
+def test_min_processes_pools_more_after_a_clear_decision() -> None:
+    fake = FakeTiming([0.5, 0.5, 0.5, 0.5])
+    guard, _ = make_guard(fake, processes=4)
+    result = guard.faster(noop, noop, at_least=1.5, min_processes=3)
+    assert result.verdict == "pass" and result.n_processes == 3 and len(fake.spawned) == 2
+    capped, _ = make_guard(FakeTiming([0.5] * 4), processes=2)
+    assert capped.faster(noop, noop, at_least=1.5, min_processes=3).n_processes == 2
+    with pytest.raises(ValueError, match="min_processes.*int >= 1.*0"):
+        guard.not_slower(noop, noop, min_processes=0)
+
+
 def test_clear_fail_message_shows_estimate_interval_threshold_samples_device() -> None:
     fake = FakeTiming([1.0, 1.0, 1.0])
     guard, results = make_guard(fake)
