@@ -126,6 +126,20 @@ def _calls_timing_guard(item: pytest.Item, seen: dict[Any, bool]) -> bool:
     return seen.get(function, False)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """After a pytest-benchmark test that uses our fixtures: device, spec and throughput go into
+    its ``extra_info`` (and so into pytest-benchmark's JSON and compare output)."""
+    result = yield
+    funcargs = getattr(item, "funcargs", None)
+    if funcargs and "benchmark" in funcargs and any(name.startswith("mmperf_")
+                                                    for name in funcargs):
+        from pytest_mmperf.benchinfo import annotate
+
+        annotate(funcargs)
+    return result
+
+
 @pytest.hookimpl(tryfirst=True)  # markers must exist before `-m` deselects in pytest's own hook
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     seen: dict[Any, bool] = {}
