@@ -344,7 +344,8 @@ class Guard:
         )
         if rd.decision == stats.Decision.INCONCLUSIVE:
             if self.inconclusive == "estimate":
-                warnings.warn(MmperfInconclusiveWarning(f"{self.nodeid}: {message}"), stacklevel=3)
+                # the user's test line: _conclude <- _ratio <- faster/not_slower <- test
+                warnings.warn(MmperfInconclusiveWarning(f"{self.nodeid}: {message}"), stacklevel=4)
             elif self.inconclusive == "fail":
                 self._record(result)
                 pytest.fail(message, pytrace=False)

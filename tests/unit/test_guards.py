@@ -135,8 +135,9 @@ def test_not_slower_catches_a_25_percent_slowdown() -> None:
 def test_inconclusive_estimate_policy_warns_and_lets_the_estimate_decide() -> None:
     fake = FakeTiming([1.0 / 1.52, 1.0 / 1.55, 1.0 / 1.50], noise=0.05)  # speedup ~1.52 vs 1.5
     guard, results = make_guard(fake, inconclusive="estimate")
-    with pytest.warns(MmperfInconclusiveWarning, match="raise --mmperf-budget"):
+    with pytest.warns(MmperfInconclusiveWarning, match="raise --mmperf-budget") as record:
         result = guard.faster(noop, noop, at_least=1.5)
+    assert record[0].filename == __file__  # points at the test that called the guard
     assert result.decided_by == "estimate" and result.verdict == "pass"
     assert result.extra["interval_decision"] == "inconclusive"
     assert result.ci_low < 1.5 < result.ci_high and result.n_processes == 3
