@@ -1,0 +1,88 @@
+"""The report of ``make bench`` at smoke scale, end to end: a real run of the figure tests writes
+the terminal summary, ``--mmperf-json`` and ``--mmperf-html``, and the three agree."""
+
+from __future__ import annotations
+
+import html as htmllib
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_mmperf.html import format_value
+
+ROOT = Path(__file__).resolve().parents[2]
+FAMILIES = {"preprocessing", "disk pipeline", "attention (CLIP)", "attention (long sequence)"}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, str, float]:
+    out = tmp_path_factory.mktemp("report")
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/perf/test_report_figures.py", "-q",
+         "-p", "no:cacheprovider", "--mmperf-scale=smoke", f"--mmperf-json={out / 'r.json'}",
+         f"--mmperf-html={out / 'r.html'}"],
+        cwd=ROOT, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "r.json").read_text(encoding="utf-8"))
+    page = (out / "r.html").read_text(encoding="utf-8")
+    return report, page, proc.stdout, seconds
+
+
+def _visible(page: str) -> str:
+    return re.sub(r"\s+", " ", htmllib.unescape(re.sub(r"<[^>]+>", " ", page)))
+
+
+def test_smoke_report_is_quick(smoke_run: tuple[dict[str, Any], str, str, float]) -> None:
+    assert smoke_run[3] < 60, f"the smoke report took {smoke_run[3]:.0f} s (budget: one minute)"
+
+
+def test_json_has_every_family_with_breakdowns_and_scaling(
+        smoke_run: tuple[dict[str, Any], str, str, float]) -> None:
+    report = smoke_run[0]
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for figure in report["figures"]:
+        kinds.setdefault(figure["kind"], []).append(figure)
+    assert {f["family"] for f in kinds["family"]} == FAMILIES
+    assert {b["family"] for b in kinds["breakdown"]} == FAMILIES
+    assert {s["metric"] for s in kinds["scaling"]} == {"time", "memory"}
+    assert kinds["efficiency"] and all(0 < e["fraction"] for e in kinds["efficiency"])
+    for family in kinds["family"]:
+        baseline = next(r for r in family["rows"] if r["implementation"] == family["baseline"])
+        assert baseline["speedup"] == 1.0
+        for row in family["rows"]:
+            assert row["median_s"] > 0 and row["q1_s"] <= row["median_s"] <= row["q3_s"]
+            low, high = row["speedup_ci"]
+            assert low <= row["speedup"] <= high
+    machine = report["machine"]
+    assert machine["torch"] and machine["torchvision"] and machine["cpu_capability"]
+
+
+def test_html_shows_the_json_numbers_inline_and_offline(
+        smoke_run: tuple[dict[str, Any], str, str, float]) -> None:
+    report, page = smoke_run[0], smoke_run[1]
+    text = _visible(page)
+    for family in (f for f in report["figures"] if f["kind"] == "family"):
+        assert family["title"] in text
+        for row in family["rows"]:
+            assert format_value(row["median_s"], "median_s") in text, (family["family"], row)
+    assert page.count("<svg") >= 3  # speedup bars, stage breakdown, scaling plots
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "<script src" not in page and "@import" not in page
+
+
+def test_terminal_summary_carries_the_families(
+        smoke_run: tuple[dict[str, Any], str, str, float]) -> None:
+    report, terminal = smoke_run[0], smoke_run[2]
+    for family in (f for f in report["figures"] if f["kind"] == "family"):
+        assert family["title"] in terminal
+    assert "stage breakdown" in terminal and "scaling" in terminal
+    assert all(len(line) <= 100 for line in terminal.splitlines()
+               if line and not line.startswith(("tests/", "mmperf report written")))
