@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from pytest_mmperf.html import _log_ticks, format_value, render_html, write_html
+from pytest_mmperf.charts import _log_ticks
+from pytest_mmperf.html import format_value, render_html, write_html
 from pytest_mmperf.report import build_report, format_bytes, format_number, format_seconds
 from pytest_mmperf.summary import terminal_family_lines
 
