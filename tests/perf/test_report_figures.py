@@ -277,7 +277,9 @@ def test_family_disk_pipeline(mmperf_report: Any, plan: Plan,
 
 
 def _attention_rows(works: dict[str, Workload], baseline: str, tokens: int, plan: Plan,
+                    report: Any, family: str,
                     ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The family's rows and its matmul peaks per dtype; records each row's efficiency."""
     from pytest_mmperf.calibrate import efficiency, matmul_peak
 
     rows = _measure_family(works, baseline, plan)
@@ -293,7 +295,12 @@ def _attention_rows(works: dict[str, Workload], baseline: str, tokens: int, plan
                    gflops=gflops, peak_fraction=efficiency(gflops, peak),
                    peak_unit=f"GFLOP/s ({work.dtype} matmul)",
                    peak_memory_bytes=_peak_memory(work))
-    return rows, {dtype: p.to_dict() for dtype, p in peaks.items()}
+    peak_dicts = {dtype: p.to_dict() for dtype, p in peaks.items()}
+    for impl, row in rows.items():
+        peak_value = peak_dicts[works[impl].dtype]["value"]
+        report.add("efficiency", family=family, implementation=impl, achieved=row["gflops"],
+                   peak=peak_value, unit="GFLOP/s", fraction=efficiency(row["gflops"], peak_value))
+    return rows, peak_dicts
 
 
 def _label(work: Workload) -> str:
@@ -301,7 +308,6 @@ def _label(work: Workload) -> str:
 
 
 def test_family_attention_clip(mmperf_report: Any, plan: Plan) -> None:
-    from pytest_mmperf.calibrate import efficiency
 
     case = plan.clip
     works = {impl: case.build(impl) for impl in ("math", "seed", "sdpa", "mha")}
@@ -309,12 +315,7 @@ def test_family_attention_clip(mmperf_report: Any, plan: Plan) -> None:
     if bf16 is not None:
         works[_label(bf16)] = bf16
     tokens = case.batch_size * (case.text_tokens + case.image_tokens)
-    rows, peaks = _attention_rows(works, "math", tokens, plan)
-    for impl, row in rows.items():
-        peak = peaks[works[impl].dtype]["value"]
-        mmperf_report.add("efficiency", family="attention (CLIP)", implementation=impl,
-                          achieved=row["gflops"], peak=peak, unit="GFLOP/s",
-                          fraction=efficiency(row["gflops"], peak))
+    rows, peaks = _attention_rows(works, "math", tokens, plan, mmperf_report, "attention (CLIP)")
     _record_family(mmperf_report, "attention (CLIP)",
                    f"Cross-attention block at CLIP size: B={case.batch_size}, "
                    f"{case.text_tokens} text -> {case.image_tokens} image tokens, "
@@ -347,18 +348,13 @@ def _labelled(work: Workload) -> Workload:
 
 
 def test_family_attention_long(mmperf_report: Any, plan: Plan) -> None:
-    from pytest_mmperf.calibrate import efficiency
     from pytest_mmperf.measure import time_one
     from pytest_mmperf.stats import fit_loglog_slope
 
     case = plan.long
     works = {impl: case.build(impl) for impl in ("math", "sdpa", "local")}
-    rows, peaks = _attention_rows(works, "math", case.batch_size * case.tokens, plan)
-    for impl, row in rows.items():
-        peak = peaks[works[impl].dtype]["value"]
-        mmperf_report.add("efficiency", family="attention (long sequence)", implementation=impl,
-                          achieved=row["gflops"], peak=peak, unit="GFLOP/s",
-                          fraction=efficiency(row["gflops"], peak))
+    rows, peaks = _attention_rows(works, "math", case.batch_size * case.tokens, plan,
+                                  mmperf_report, "attention (long sequence)")
     _record_family(mmperf_report, "attention (long sequence)",
                    f"Attention core over a joint text+image sequence of {case.tokens} tokens, "
                    f"D={case.dim}, {case.heads} heads, window {case.window} (local)", "math",
