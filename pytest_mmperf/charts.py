@@ -13,9 +13,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_mmperf.report import format_bytes, format_number, format_seconds
+from pytest_mmperf.constants import OTHER_STAGE
+from pytest_mmperf.units import format_bytes, format_number, format_seconds
 
-OTHER_STAGE = "other (unlabelled)"  # = pytest_mmperf.stages.OTHER_STAGE (not imported: torch-free)
 _COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999")
 _HATCHES = ("", "M0,8 L8,0", "M0,0 L8,8", "M0,4 L8,4", "M4,0 L4,8", "M0,8 L8,0 M0,0 L8,8")
 _MARKERS = ("circle", "square", "triangle", "diamond")

@@ -31,12 +31,18 @@ from typing import Any
 
 import pytest
 
-# Equal to pytest_mmperf.synthetic.SCALES (a test checks it); copied because synthetic imports
-# torch, and this module must stay torch-free.
-SCALES = ("smoke", "default", "full")
-DEVICE_KINDS = ("cpu", "cuda", "mps", "xpu")
-INCONCLUSIVE_POLICIES = ("estimate", "fail", "skip")
-DEFAULT_SNAPSHOTS = "mmperf-snapshots.json"
+from pytest_mmperf.constants import (
+    BENCHMARK_BUDGET_S,
+    BENCHMARK_PROCESSES,
+    DEFAULT_BUDGET_S,
+    DEFAULT_CONFIDENCE,
+    DEFAULT_INCONCLUSIVE,
+    DEFAULT_PROCESSES,
+    DEFAULT_SNAPSHOTS,
+    INCONCLUSIVE_POLICIES,
+    SCALES,
+)
+
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 _DEVICE_RE = re.compile(r"(?P<kind>cpu|mps|cuda|xpu)(?::(?P<index>\d+))?")
@@ -213,17 +219,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("scale", "size of the default synthetic batches and features: smoke | default | "
             "full (default: default)", parse_scale, ", ".join(SCALES), "default",
             metavar="SCALE"),
-    Setting("budget", "measuring time in seconds per timing guard per process (default: 2.0; "
-            "8.0 under --benchmark)", parse_budget, "a number of seconds > 0", 2.0,
-            benchmark_default=8.0, metavar="SECONDS"),
-    Setting("processes", "processes whose samples a timing guard pools (default: 3; 5 under "
-            "--benchmark)", parse_processes, "an integer >= 1", 3, benchmark_default=5,
+    Setting("budget", "measuring time in seconds per timing guard per process (default: "
+            f"{DEFAULT_BUDGET_S:g}; {BENCHMARK_BUDGET_S:g} under --benchmark)", parse_budget,
+            "a number of seconds > 0", DEFAULT_BUDGET_S, benchmark_default=BENCHMARK_BUDGET_S,
+            metavar="SECONDS"),
+    Setting("processes", "processes whose samples a timing guard pools (default: "
+            f"{DEFAULT_PROCESSES}; {BENCHMARK_PROCESSES} under --benchmark)", parse_processes,
+            "an integer >= 1", DEFAULT_PROCESSES, benchmark_default=BENCHMARK_PROCESSES,
             metavar="N"),
-    Setting("confidence", "confidence level of the timing guards' intervals (default: 0.95)",
-            parse_confidence, "a number strictly between 0.5 and 1", 0.95, metavar="LEVEL"),
+    Setting("confidence", "confidence level of the timing guards' intervals (default: "
+            f"{DEFAULT_CONFIDENCE:g})", parse_confidence, "a number strictly between 0.5 and 1",
+            DEFAULT_CONFIDENCE, metavar="LEVEL"),
     Setting("inconclusive", "what a timing guard does when its interval still straddles the "
-            "threshold: estimate | fail | skip (default: estimate)", parse_inconclusive,
-            ", ".join(INCONCLUSIVE_POLICIES), "estimate", metavar="POLICY"),
+            f"threshold: {' | '.join(INCONCLUSIVE_POLICIES)} (default: {DEFAULT_INCONCLUSIVE})",
+            parse_inconclusive, ", ".join(INCONCLUSIVE_POLICIES), DEFAULT_INCONCLUSIVE,
+            metavar="POLICY"),
     Setting("json", "write the run's guard results and machine info as JSON to this path",
             parse_path, "a file path", None, metavar="PATH"),
     Setting("html", "write an HTML report of the run to this path", parse_path, "a file path",
@@ -254,10 +264,10 @@ class MmperfSettings:
     require_device: bool = False
     seed: int = 0
     scale: str = "default"
-    budget: float = 2.0
-    processes: int = 3
-    confidence: float = 0.95
-    inconclusive: str = "estimate"
+    budget: float = DEFAULT_BUDGET_S
+    processes: int = DEFAULT_PROCESSES
+    confidence: float = DEFAULT_CONFIDENCE
+    inconclusive: str = DEFAULT_INCONCLUSIVE
     json: Path | None = None
     html: Path | None = None
     snapshots: Path | None = None

@@ -1,8 +1,8 @@
 """Deterministic counters of one call: dispatched aten ops, FLOPs, bytes materialised, peak memory.
 
-Timing is noisy on shared machines (DESIGN.md §4); these counters are not. For the same callable
-and the same inputs they give the same numbers in any process, so guards built on them can use
-exact thresholds and committed snapshots.
+Timing is noisy on shared machines (docs/measurements.md#between-process-noise); these counters are
+not. For the same callable and the same inputs they give the same numbers in any process, so guards
+built on them can use exact thresholds and committed snapshots.
 
 What each counter means
 -----------------------
@@ -70,7 +70,10 @@ from torch.utils.flop_counter import (
     sdpa_flop_count,
 )
 
-METRICS = ("ops", "flops", "bytes", "peak_memory", "syncs")
+from pytest_mmperf.constants import COUNTER_METRICS
+from pytest_mmperf.opnames import sum_ops
+
+METRICS = COUNTER_METRICS
 # Field names are accepted too, so `metrics=("peak_memory_bytes",)` works as well.
 _METRIC_ALIASES = {"bytes_materialized": "bytes", "peak_memory_bytes": "peak_memory"}
 
@@ -111,17 +114,10 @@ class CounterReport:
                 f"CounterReport.total_ops: ops were not measured (metrics={self.metrics}); "
                 "pass 'ops' in measure_counters(metrics=...)"
             )
-        if only is None:
-            return sum(self.ops.values())
-        names = {only} if isinstance(only, str) else set(only)
-        for name in names:
-            if not isinstance(name, str) or not name.strip(".") or " " in name:
-                raise ValueError(
-                    f"CounterReport.total_ops(only=...): bad op name {name!r}; expected a packet "
-                    "name like 'aten.mm' or an overload name like 'aten.mm.default'"
-                )
-        # Overload names never contain dots, so the packet is everything before the last dot.
-        return sum(n for op, n in self.ops.items() if op in names or op.rsplit(".", 1)[0] in names)
+        try:
+            return sum_ops(self.ops, only)
+        except ValueError as exc:
+            raise ValueError(f"CounterReport.total_ops(only=...): {exc}") from None
 
     def scalars(self) -> dict[str, int]:
         """The measured numeric counters, flat (for snapshots): total_ops, flops, bytes..."""

@@ -15,8 +15,8 @@ tables. Figure records understood (``report["figures"]``):
   verdict, text, unit?}``
 
 Any other kind, and a known kind whose record is malformed, is shown as a generic table. Numbers
-use :func:`report.format_number` (``*_s`` keys: :func:`report.format_seconds`, ``*_bytes`` keys:
-:func:`report.format_bytes`); each cell's ``title`` holds the exact JSON value. The SVG charts
+use units.format_number (``*_s`` keys: units.format_seconds, ``*_bytes`` keys:
+units.format_bytes); each cell's ``title`` holds the exact JSON value. The SVG charts
 come from :mod:`pytest_mmperf.charts`.
 """
 
@@ -37,7 +37,8 @@ from pytest_mmperf.charts import (
     speedup_chart,
     stage_union,
 )
-from pytest_mmperf.report import format_bytes, format_number, format_seconds, write_text_atomic
+from pytest_mmperf.files import write_text_atomic
+from pytest_mmperf.units import format_bytes, format_number, format_seconds
 
 KNOWN_KINDS = ("family", "breakdown", "scaling", "efficiency", "claim")
 # Okabe-Ito colours (distinguishable with colour-vision deficiency) and hatch patterns.

@@ -22,11 +22,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from pytest_mmperf.files import write_text_atomic
+from pytest_mmperf.units import format_number
 
 SCHEMA = "pytest-mmperf/1"
 TABLE_WIDTH = 100
@@ -41,52 +43,6 @@ _COLUMNS: tuple[tuple[str, int, str], ...] = (
     ("n x proc", 8, ">"),
     ("device", 7, "<"),
 )
-
-
-def format_number(value: float | int | None) -> str:
-    """Format a figure compactly: ``1.23``, ``45.6``, ``1.2e+06``, ``-`` for missing values."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int) and abs(value) < 100_000:
-        return str(value)
-    v = float(value)
-    if math.isnan(v):
-        return "nan"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    a = abs(v)
-    if a != 0 and (a >= 1e5 or a < 1e-3):
-        return f"{v:.2e}"
-    if a >= 100:
-        return f"{v:.0f}"
-    if a >= 10:
-        return f"{v:.1f}"
-    return f"{v:.3g}" if a < 1 else f"{v:.2f}"
-
-
-def format_bytes(n: float | int | None) -> str:
-    """``1536`` -> ``1.5 KiB``; ``None`` -> ``-``."""
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def format_seconds(t: float | None) -> str:
-    """Human time: ``12.3 us``, ``4.56 ms``, ``1.23 s``."""
-    if t is None:
-        return "-"
-    if t < 1e-3:
-        return f"{t * 1e6:.1f} us"
-    if t < 1:
-        return f"{t * 1e3:.2f} ms"
-    return f"{t:.2f} s"
 
 
 def _short_test_name(nodeid: str, width: int) -> str:
@@ -206,27 +162,6 @@ def build_report(
         "benchmarks": [dict(b) for b in benchmarks],
         "figures": [dict(f) for f in figures],
     }
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``.
-
-    An interrupted run leaves any previous file intact: the rename is the only visible step.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are meant to be shared (CI artifacts)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
 
 
 def write_json(path: str | os.PathLike[str], report: Mapping[str, Any]) -> Path:

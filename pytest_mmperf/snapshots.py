@@ -27,10 +27,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from pytest_mmperf.files import write_atomic
 
 SNAPSHOT_VERSION = 1
 STATUSES = ("match", "changed", "new", "updated")
@@ -285,24 +286,8 @@ class SnapshotStore:
             self._updated.clear()
             self._removed.clear()
             return False
-        text = format_snapshot(merged)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
-        )
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            # mkstemp creates 0600; a committed file should keep its mode (or get the usual 0644).
-            mode = self.path.stat().st_mode & 0o777 if self.path.exists() else 0o644
-            os.chmod(tmp, mode)
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        # None: a committed file keeps its mode (or gets the usual 0644).
+        write_atomic(self.path, format_snapshot(merged), mode=None)
         self._cases = merged
         self._updated.clear()
         self._removed.clear()

@@ -11,9 +11,9 @@ is summarised by a 20 % trimmed mean with the Tukey–McLaughlin standard error 
 variance) and ``n - 2g - 1`` degrees of freedom: a round hit by a context switch is an outlier in
 one ``r_i`` and must not move the estimate much.
 
-Across processes (DESIGN.md §4: the same ratio's per-process value ranged 0.93–1.30 here), the
-per-process estimates ``y_k`` with variances ``v_k`` are pooled with a random-effects model,
-``y_k = mu + b_k + e_k`` with ``b_k ~ N(0, tau²)``:
+Across processes (the same ratio's per-process value ranged 0.93–1.30 here:
+docs/measurements.md#between-process-noise), the per-process estimates ``y_k`` with variances
+``v_k`` are pooled with a random-effects model, ``y_k = mu + b_k + e_k`` with ``b_k ~ N(0, tau²)``:
 
 * ``tau²`` by DerSimonian–Laird, but never below ``tau_floor²`` (a between-process spread measured
   on a 2-core machine, 0.03), because two or three processes cannot estimate it reliably and an

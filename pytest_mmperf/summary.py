@@ -11,7 +11,8 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_mmperf.report import TABLE_WIDTH, format_bytes, format_number, format_seconds
+from pytest_mmperf.report import TABLE_WIDTH
+from pytest_mmperf.units import format_bytes, format_number, format_seconds
 
 KNOWN_KINDS = ("family", "breakdown", "scaling", "efficiency", "claim")
 _MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError, ZeroDivisionError)

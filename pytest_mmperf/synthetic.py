@@ -29,7 +29,6 @@ import numbers
 import os
 import pathlib
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,6 +39,8 @@ from PIL import Image
 
 from pytest_mmperf._images import render_image, sample_size
 from pytest_mmperf._text import SimpleTokenizer, make_caption, normalise_tokenizer_output
+from pytest_mmperf.constants import SCALES
+from pytest_mmperf.files import write_atomic
 
 __all__ = [
     "FEATURE_DTYPES",
@@ -58,7 +59,6 @@ __all__ = [
     "write_jpeg_dataset",
 ]
 
-SCALES = ("smoke", "default", "full")
 IMAGE_FORMATS = ("pil", "uint8", "float")
 FEATURE_DTYPES = ("float32", "bfloat16", "float16", "float64")
 
@@ -267,16 +267,21 @@ def make_batch(
     return ImageTextBatch(images, captions, input_ids, attention_mask, spec, int(seed))
 
 
+_ScaledSpec = TypeVar("_ScaledSpec")
+
+
+def _spec_for_scale(spec_type: Callable[..., _ScaledSpec], overrides: dict[str, dict[str, Any]],
+                    scale: str) -> _ScaledSpec:
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; accepted: {', '.join(SCALES)}")
+    return spec_type(**overrides.get(scale, {}))
+
+
 def default_batch_spec(scale: str = "default") -> BatchSpec:
     """The BatchSpec of a scale: smoke (4 images, 64-256 px), default (8, 256-1024), full (32)."""
-    overrides: dict[str, dict[str, Any]] = {
-        "smoke": {"batch_size": 4, "min_side": 64, "max_side": 256},
-        "default": {},
-        "full": {"batch_size": 32},
-    }
-    if scale not in overrides:
-        raise ValueError(f"unknown scale {scale!r}; accepted: {', '.join(SCALES)}")
-    return BatchSpec(**overrides[scale])
+    return _spec_for_scale(BatchSpec, {"smoke": {"batch_size": 4, "min_side": 64,
+                                                 "max_side": 256},
+                                       "full": {"batch_size": 32}}, scale)
 
 
 # --- fusion features --------------------------------------------------------------------------
@@ -382,14 +387,9 @@ def make_features(
 
 def default_feature_spec(scale: str = "default") -> FeatureSpec:
     """smoke: B=2, 50 image / 16 text tokens; default: B=4, 577 / 77; full: B=16, 577 / 77."""
-    overrides: dict[str, dict[str, Any]] = {
-        "smoke": {"batch_size": 2, "image_tokens": 50, "text_tokens": 16},
-        "default": {},
-        "full": {"batch_size": 16},
-    }
-    if scale not in overrides:
-        raise ValueError(f"unknown scale {scale!r}; accepted: {', '.join(SCALES)}")
-    return FeatureSpec(**overrides[scale])
+    return _spec_for_scale(FeatureSpec, {"smoke": {"batch_size": 2, "image_tokens": 50,
+                                                   "text_tokens": 16},
+                                         "full": {"batch_size": 16}}, scale)
 
 
 # --- JPEG datasets on disk --------------------------------------------------------------------
@@ -408,18 +408,6 @@ class JpegDataset:
     @property
     def manifest_file(self) -> pathlib.Path:
         return self.root / _MANIFEST
-
-
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-    """Write via a temporary file + rename: readers see the old file or the whole new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _dataset_key(spec: BatchSpec, seed: int, quality: int) -> dict[str, Any]:
@@ -483,13 +471,13 @@ def write_jpeg_dataset(
         image = _image(spec, entropy, index)
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=quality)
-        _atomic_write(root / name, buffer.getvalue())
+        write_atomic(root / name, buffer.getvalue(), fsync=False)
         files[name] = buffer.tell()
         pixels += image.width * image.height
         captions.append(_caption(spec, entropy, index))
     tsv = "".join(f"{name}\t{text}\n" for name, text in zip(files, captions, strict=True))
     tsv_bytes = tsv.encode("utf-8")
-    _atomic_write(root / _CAPTIONS, tsv_bytes)
+    write_atomic(root / _CAPTIONS, tsv_bytes, fsync=False)
     for stale in root.glob("img_*.jpg"):
         if _IMAGE_NAME.fullmatch(stale.name) and stale.name not in files:
             stale.unlink(missing_ok=True)
@@ -500,6 +488,6 @@ def write_jpeg_dataset(
         "pixels": pixels,
         "bytes_per_pixel": round(sum(files.values()) / pixels, 4),
     }
-    _atomic_write(root / _MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
+    write_atomic(root / _MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"), fsync=False)
     paths = tuple(root / name for name in files)
     return JpegDataset(root, paths, tuple(captions), root / _CAPTIONS)

@@ -99,12 +99,6 @@ def test_choices_and_paths(tmp_path: Path) -> None:
         cfg.parse_path("  ")
 
 
-def test_scales_match_synthetic() -> None:
-    from pytest_mmperf import synthetic
-
-    assert cfg.SCALES == synthetic.SCALES
-
-
 def test_settings_table_naming() -> None:
     names = [s.name for s in cfg.SETTINGS]
     assert len(names) == len(set(names))

@@ -533,23 +533,6 @@ def test_interrupted_rewrite_is_never_accepted(tmp_path: Any, monkeypatch: Any) 
     assert list(dataset.captions) == make_batch(JPEG_SPEC, seed=1).captions
 
 
-def test_atomic_write_leaves_old_file_or_new_file(tmp_path: Any, monkeypatch: Any) -> None:
-    target = tmp_path / "img_00000.jpg"
-    target.write_bytes(b"old")
-
-    def crash(src: Any, dst: Any) -> None:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", crash)  # the os.replace synthetic calls
-    with pytest.raises(OSError, match="disk full"):
-        synthetic._atomic_write(target, b"new contents")
-    assert target.read_bytes() == b"old"  # never a partial file under the real name
-    assert [p.name for p in tmp_path.iterdir()] == ["img_00000.jpg"]  # temp file removed
-    monkeypatch.undo()
-    synthetic._atomic_write(target, b"new contents")
-    assert target.read_bytes() == b"new contents"
-
-
 def test_jpeg_dataset_validation(tmp_path: Any) -> None:
     with pytest.raises(ValueError, match="quality must be an int in \\[1, 100\\], got 0"):
         write_jpeg_dataset(tmp_path, JPEG_SPEC, quality=0)
