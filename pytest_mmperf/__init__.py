@@ -17,21 +17,31 @@ _LAZY = {
     **dict.fromkeys(
         ("BatchSpec", "ImageTextBatch", "FeatureSpec", "FeatureBatch", "make_batch",
          "make_features", "write_jpeg_dataset", "JpegDataset", "SimpleTokenizer",
-         "default_batch_spec", "default_feature_spec", "SCALES"),
+         "default_batch_spec", "default_feature_spec"),
         "synthetic",
     ),
-    **dict.fromkeys(("Guard", "GuardResult"), "guards"),
+    "SCALES": "constants",
+    **dict.fromkeys(("Guard", "GuardFailure", "GuardResult", "GuardSettings", "GuardSkipped",
+                     "Instruments"), "guards"),
 }
 __all__ = [  # written out (not built from _LAZY) so that linters and IDEs can read it
-    "SCALES", "BatchSpec", "FeatureBatch", "FeatureSpec", "Guard", "GuardResult",
+    "SCALES", "BatchSpec", "FeatureBatch", "FeatureSpec", "Guard", "GuardFailure", "GuardResult",
+    "GuardSettings", "GuardSkipped", "Instruments",
     "ImageTextBatch", "JpegDataset", "SimpleTokenizer", "__version__", "default_batch_spec",
     "default_feature_spec", "make_batch", "make_features", "write_jpeg_dataset",
 ]
 
 if TYPE_CHECKING:
-    from pytest_mmperf.guards import Guard, GuardResult
+    from pytest_mmperf.constants import SCALES
+    from pytest_mmperf.guards import (
+        Guard,
+        GuardFailure,
+        GuardResult,
+        GuardSettings,
+        GuardSkipped,
+        Instruments,
+    )
     from pytest_mmperf.synthetic import (
-        SCALES,
         BatchSpec,
         FeatureBatch,
         FeatureSpec,

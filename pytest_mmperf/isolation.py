@@ -1,9 +1,10 @@
 """Process isolation for timing guards: re-run one pytest item in fresh worker processes.
 
 Why: on the 2-core machines this project targets, the same time ratio measured in different fresh
-processes differs by far more than its within-process interval (DESIGN.md §4: 0.93–1.30), because
-memory placement, thread-pool start-up and the kernels chosen at first use differ per process. A
-decision about a 10–25 % difference must therefore pool *processes*, not only more blocks of one.
+processes differs by far more than its within-process interval (0.93–1.30 in seven processes:
+docs/measurements.md#between-process-noise), because memory placement, thread-pool start-up and the
+kernels chosen at first use differ per process. A decision about a 10–25 % difference must
+therefore pool *processes*, not only more blocks of one.
 
 How: the parent (the user's pytest run) runs::
 
@@ -32,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_mmperf.files import write_atomic
 from pytest_mmperf.measure import PairSamples
 
 WORKER_ENV = "PYTEST_MMPERF_WORKER"
@@ -71,6 +73,9 @@ class WorkerSpec:
     budget_s: float
     seed: int = 0
     process: int = 1  # 0 = the parent; workers are numbered 1, 2, ...
+    # Earlier guard calls of the test that failed in the parent: the worker raises there too
+    # (without measuring), so a test that holds an expected failure takes the same path.
+    failed: tuple[int, ...] = ()
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -91,6 +96,7 @@ class WorkerSpec:
                 nodeid=str(data["nodeid"]), index=int(data["index"]), output=str(data["output"]),
                 budget_s=float(data["budget_s"]), seed=int(data.get("seed", 0)),
                 process=int(data.get("process", 1)),
+                failed=tuple(int(i) for i in data.get("failed", ())),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(
@@ -107,15 +113,7 @@ class WorkerSpec:
 
 def write_worker_output(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> None:
     """Write the worker's JSON result atomically (the parent never reads half a file)."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(dict(payload), handle)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(dict(payload)), fsync=False)
 
 
 def passthrough_args(
@@ -247,11 +245,14 @@ def run_worker(
                           returncode=proc.returncode, output_tail=output) from exc
 
 
-def pytest_spawner(config: Any, nodeid: str) -> Callable[[int, int, float, int], PairSamples]:
+def pytest_spawner(config: Any, nodeid: str,
+                   failed_calls: Callable[[], Sequence[int]] = tuple,
+                   ) -> Callable[[int, int, float, int], PairSamples]:
     """A guard spawner for a pytest run: ``spawn(index, process, budget_s, seed) -> samples``.
 
     ``config`` is the parent's ``pytest.Config`` (only its public attributes are read, so this
-    module still does not import pytest).
+    module still does not import pytest). ``failed_calls()``: the indices of the test's earlier
+    guard calls that failed, handed to the worker (:attr:`WorkerSpec.failed`).
     """
     rootdir = config.rootpath
     inifile = config.inipath
@@ -268,7 +269,8 @@ def pytest_spawner(config: Any, nodeid: str) -> Callable[[int, int, float, int],
     def spawn(index: int, process: int, budget_s: float, seed: int) -> PairSamples:
         fd, out = tempfile.mkstemp(prefix="mmperf-worker-", suffix=".json")
         os.close(fd)
-        spec = WorkerSpec(nodeid, index, out, budget_s, seed, process)
+        spec = WorkerSpec(nodeid, index, out, budget_s, seed, process,
+                          tuple(i for i in failed_calls() if i < index))
         command = worker_command(nodeid, rootdir=rootdir, inifile=inifile, parent_args=args,
                                  xdist_loaded=xdist_loaded, takes_value=takes_value)
         try:

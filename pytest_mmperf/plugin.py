@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
-import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +23,7 @@ if TYPE_CHECKING:
     import torch
 
     from pytest_mmperf import synthetic as syn
-    from pytest_mmperf.guards import Guard
+    from pytest_mmperf.guard_fixture import PytestGuard
 
 MARKERS = (
     "mmperf_batch(**spec): BatchSpec fields for mmperf_batch, mmperf_batch_factory and "
@@ -35,14 +33,13 @@ MARKERS = (
     "(cuda:1); other requested devices are skipped",
     "mmperf_seed(n): pin this test's mmperf_seed to n",
     "mmperf_scale(scale): smoke | default | full for this test's default specs",
-    "mmperf_timing: a timing test (added automatically to tests that call timing guards); "
-    "deselect with -m 'not mmperf_timing'",
+    "mmperf_timing: a timing test (added automatically to tests that call timing guards, "
+    "directly or through helpers); deselect with -m 'not mmperf_timing'",
 )
 # Fixtures whose use means torch is loaded anyway (so the collection report may describe it).
 TORCH_FIXTURES = frozenset({
     "mmperf_device", "mmperf_batch", "mmperf_batch_spec", "mmperf_batch_factory",
     "mmperf_features", "mmperf_feature_spec", "mmperf_jpeg_dataset", "mmperf_guard"})
-_TIMING_CALL = re.compile(r"\.(?:faster|not_slower)\s*\(|metric\s*=\s*['\"]time['\"]")
 _DEVICES_KEY = pytest.StashKey[tuple[str, ...]]()
 _JPEG_KEY = pytest.StashKey[dict[str, Any]]()
 
@@ -116,14 +113,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("mmperf_device", params, indirect=True)
 
 
-def _calls_timing_guard(item: pytest.Item, seen: dict[Any, bool]) -> bool:
-    function = getattr(item, "function", None)
-    if function is not None and function not in seen:
-        try:
-            seen[function] = bool(_TIMING_CALL.search(inspect.getsource(function)))
-        except (OSError, TypeError):  # no source (built dynamically, .pyc only): not detectable
-            seen[function] = False
-    return seen.get(function, False)
+def _item_functions(item: pytest.Item) -> list[Callable[..., Any]]:
+    """The test function and the functions of the fixtures it uses."""
+    functions = [item.function] if callable(getattr(item, "function", None)) else []
+    info = getattr(item, "_fixtureinfo", None)  # pytest's FuncFixtureInfo (stable since 3.x)
+    for defs in getattr(info, "name2fixturedefs", {}).values():
+        functions += [d.func for d in defs if callable(getattr(d, "func", None))]
+    return functions
 
 
 @pytest.hookimpl(wrapper=True)
@@ -142,11 +138,14 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
 
 @pytest.hookimpl(tryfirst=True)  # markers must exist before `-m` deselects in pytest's own hook
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    seen: dict[Any, bool] = {}
+    from pytest_mmperf.timing_tests import TimingDetector
+
+    detector = TimingDetector(config.rootpath)
     for item in items:
-        if ("mmperf_guard" in getattr(item, "fixturenames", ())
+        fixtures = getattr(item, "fixturenames", ())
+        if (("mmperf_guard" in fixtures or "mmperf_report" in fixtures)
                 and item.get_closest_marker("mmperf_timing") is None
-                and _calls_timing_guard(item, seen)):
+                and detector.any_calls_timing(_item_functions(item))):
             item.add_marker("mmperf_timing")
     if not cfg.get_settings(config).benchmark:
         return
@@ -332,8 +331,8 @@ def mmperf_jpeg_dataset(request: pytest.FixtureRequest, mmperf_batch_spec: syn.B
 
 
 @pytest.fixture
-def mmperf_guard(request: pytest.FixtureRequest) -> Guard:
+def mmperf_guard(request: pytest.FixtureRequest) -> PytestGuard:
     """The performance guards (``faster``, ``not_slower``, ``max_ops``, ...) of this test."""
-    from pytest_mmperf.guards import guard_for_request
+    from pytest_mmperf.guard_fixture import guard_for_request
 
     return guard_for_request(request)

@@ -14,7 +14,7 @@ import pytest
 
 from pytest_mmperf import config as cfg
 from pytest_mmperf import report
-from pytest_mmperf.guards import RESULTS_KEY, SNAPSHOT_STORE_KEY
+from pytest_mmperf.guard_fixture import RESULTS_KEY, SNAPSHOT_STORE_KEY
 
 FIGURES_KEY = pytest.StashKey[list[dict[str, Any]]]()
 

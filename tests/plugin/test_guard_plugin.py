@@ -22,7 +22,7 @@ import json, os
 def pytest_sessionfinish(session):
     if os.environ.get("PYTEST_MMPERF_WORKER"):
         return
-    from pytest_mmperf.guards import session_results
+    from pytest_mmperf.guard_fixture import session_results
     with open("guard-results.json", "w") as handle:
         json.dump([r.to_dict() for r in session_results(session.config)], handle)
 """
@@ -144,3 +144,97 @@ def test_counted(mmperf_guard):
     run.stdout.fnmatch_lines(
         ["*timing guards are skipped under pytest-xdist: parallel workers distort timing*"]
     )
+
+
+# Helpers that call timing guards, in the test module and in a conftest: collection must see them.
+HELPER_CONFTEST = CONFTEST + """
+
+def assert_not_slower(guard, fn):
+    guard.not_slower(fn, fn, tolerance=0.5)
+"""
+HELPER_TESTS = WORK + """
+import pytest
+from conftest import assert_not_slower
+
+
+def check_faster(guard):
+    guard.faster(work(1), work(4), at_least=1.5)
+
+
+def test_via_module_helper(mmperf_guard):
+    check_faster(mmperf_guard)
+
+
+def test_via_conftest_helper(mmperf_guard):
+    assert_not_slower(mmperf_guard, work(1))
+
+
+def test_counter_only(mmperf_guard):
+    mmperf_guard.max_ops(work(1), {"add": 25})
+
+
+def test_memory_scaling_is_not_timing(mmperf_guard):
+    mmperf_guard.scaling(lambda n: (lambda: X.new_empty(n) + 1), [256, 1024], metric="memory",
+                         max_exponent=1.2)
+"""
+
+
+def test_timing_tests_found_through_helpers(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(HELPER_CONFTEST)
+    pytester.makepyfile(test_helpers=HELPER_TESTS)
+    timing = {"test_via_module_helper", "test_via_conftest_helper"}
+    for args, expected in ((["-m", "not mmperf_timing"], {"test_counter_only",
+                                                         "test_memory_scaling_is_not_timing"}),
+                           (["-m", "mmperf_timing"], timing),
+                           (["--benchmark"], timing)):
+        run = pytester.runpytest("--collect-only", "-q", *args)
+        selected = {line.split("::")[-1] for line in run.stdout.lines if "::" in line}
+        assert selected == expected, (args, run.stdout.str())
+    run = pytester.runpytest(*FAST_ARGS, "-m", "mmperf_timing")
+    run.assert_outcomes(passed=2)
+
+
+def test_timing_guard_out_of_sight_fails_naming_the_marker(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(WORK + """
+def test_dynamic(mmperf_guard):
+    method = getattr(mmperf_guard, "fast" + "er")  # no call the analysis can see
+    method(work(1), work(4), at_least=1.5)
+
+
+import pytest
+
+@pytest.mark.mmperf_timing
+def test_dynamic_marked(mmperf_guard):
+    method = getattr(mmperf_guard, "fast" + "er")
+    method(work(1), work(4), at_least=1.5)
+""")
+    run = pytester.runpytest(*FAST_ARGS)
+    run.assert_outcomes(failed=1, passed=1)
+    run.stdout.fnmatch_lines(["*test_dynamic calls the timing guard faster() but is not marked"
+                              "*Add @pytest.mark.mmperf_timing to the test*"])
+
+
+def test_failing_guards_are_assertion_errors(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(WORK + """
+import pytest
+from pytest_mmperf import GuardFailure
+
+
+def test_counter_failure_held(mmperf_guard):
+    with pytest.raises(AssertionError) as info:
+        mmperf_guard.max_ops(work(1), {"add": 3})
+    assert isinstance(info.value, GuardFailure) and info.value.result.verdict == "fail"
+    assert "op counts add: 25 (max 3)" in str(info.value)
+
+
+def test_timing_failure_held(mmperf_guard):
+    with pytest.raises(AssertionError, match="FAIL: speedup"):
+        mmperf_guard.faster(work(4), work(1), at_least=1.5)
+
+
+@pytest.mark.xfail(raises=GuardFailure, strict=True)
+def test_expected_regression(mmperf_guard):
+    mmperf_guard.max_ops(work(2), {"add": 25})
+""")
+    run = pytester.runpytest(*FAST_ARGS)
+    run.assert_outcomes(passed=2, xfailed=1)

@@ -18,19 +18,24 @@ from typing import Any
 import pytest
 
 from pytest_mmperf import isolation
+from pytest_mmperf.guard_fixture import XDIST_SKIP_REASON, PytestGuard
 from pytest_mmperf.guards import (
-    XDIST_SKIP_REASON,
     Guard,
+    GuardFailure,
     GuardResult,
+    GuardSettings,
+    GuardSkipped,
+    Instruments,
     MmperfInconclusiveWarning,
-    count_ops,
-    parse_bytes,
 )
 from pytest_mmperf.isolation import WorkerError, WorkerSpec
 from pytest_mmperf.measure import PairSamples
+from pytest_mmperf.opnames import sum_ops
+from pytest_mmperf.units import parse_bytes
 
-Failed = pytest.fail.Exception
-Skipped = pytest.skip.Exception
+Failed = GuardFailure  # an AssertionError, outside pytest as inside
+Skipped = GuardSkipped  # the core's skip; the pytest glue turns it into pytest.skip
+PytestSkipped = pytest.skip.Exception
 
 
 class FakeTiming:
@@ -56,13 +61,28 @@ class FakeTiming:
         return self.samples(process)
 
 
+_SETTINGS = ("budget_s", "processes", "inconclusive", "update_snapshots")
+_INSTRUMENTS = ("measure_one", "counters")
+_GLUE = ("worker", "under_xdist", "is_marked")
+
+
 def make_guard(fake: FakeTiming, **kw: Any) -> tuple[Guard, list[GuardResult]]:
+    """A core Guard, or the pytest glue's PytestGuard when a glue argument is given."""
     results: list[GuardResult] = []
     kw.setdefault("spawner", fake.spawner)
     kw.setdefault("processes", 3)
-    guard = Guard(nodeid="t.py::test_x", measure_pair=fake.measure_pair, recorder=results.append,
-                  **kw)
-    return guard, results
+    settings = GuardSettings(**{k: kw.pop(k) for k in _SETTINGS if k in kw})
+    instruments = Instruments(measure_pair=fake.measure_pair,
+                              **{k: kw.pop(k) for k in _INSTRUMENTS if k in kw})
+    glue = {k: kw.pop(k) for k in _GLUE if k in kw}
+    common = dict(nodeid="t.py::test_x", recorder=results.append, instruments=instruments, **kw)
+    if not glue:
+        return Guard(settings, **common), results
+    glue.setdefault("worker", None)
+    glue.setdefault("under_xdist", False)
+    glue.setdefault("is_marked", lambda: True)
+    common.setdefault("snapshot_store", None)
+    return PytestGuard(settings, device="cpu", **common, **glue), results
 
 
 def noop() -> None:
@@ -115,12 +135,13 @@ def test_disagreeing_processes_use_all_processes() -> None:
 
 def test_default_adds_processes_only_while_unclear() -> None:
     fake = FakeTiming([1.0, 1.09, 0.93, 1.02, 0.98])
-    guard = Guard(measure_pair=fake.measure_pair, spawner=fake.spawner, processes=5)
+    guard = Guard(GuardSettings(processes=5), spawner=fake.spawner,
+                  instruments=Instruments(measure_pair=fake.measure_pair))
     result = guard.not_slower(noop, noop, tolerance=0.10)
     assert result.n_processes > 3 and [s[1] for s in fake.spawned] == list(
         range(1, result.n_processes))
     clear = FakeTiming([0.5] * 5)
-    assert Guard(measure_pair=clear.measure_pair, spawner=clear.spawner).faster(
+    assert Guard(spawner=clear.spawner, instruments=Instruments(clear.measure_pair)).faster(
         noop, noop, at_least=1.5).n_processes == 2
 
 
@@ -188,21 +209,30 @@ def test_stop_rule_passed_to_measurement_stops_clear_processes() -> None:
 
 
 def test_xdist_skips_timing_guards_but_runs_counter_guards() -> None:
-    marked: list[bool] = []
-    guard, results = make_guard(
-        FakeTiming([0.5]), timing_skip_reason=XDIST_SKIP_REASON, on_timing=lambda: marked.append(1),
-        counters=fake_counters({"aten::mm": 2}))
-    with pytest.raises(Skipped, match="parallel workers distort timing"):
+    guard, results = make_guard(FakeTiming([0.5]), under_xdist=True,
+                                counters=fake_counters({"aten::mm": 2}))
+    with pytest.raises(PytestSkipped, match="parallel workers distort timing"):
         guard.faster(noop, noop, at_least=1.5)
-    assert results[0].verdict == "skipped" and not marked
+    assert results[0].verdict == "skipped" and results[0].message == XDIST_SKIP_REASON
     assert guard.max_ops(noop, {"mm": 2}).verdict == "pass"
 
 
-def test_on_timing_hook_marks_timing_guards() -> None:
-    marked: list[int] = []
-    guard, _ = make_guard(FakeTiming([0.5, 0.5]), on_timing=lambda: marked.append(1))
-    guard.faster(noop, noop, at_least=1.5)
-    assert marked == [1]
+def test_unmarked_timing_test_fails_naming_the_marker() -> None:
+    guard, results = make_guard(FakeTiming([0.5, 0.5]), is_marked=lambda: False,
+                                counters=fake_counters({"aten::mm": 2}))
+    assert guard.max_ops(noop, {"mm": 2}).verdict == "pass"  # counter guards need no marker
+    with pytest.raises(pytest.fail.Exception, match="@pytest.mark.mmperf_timing"):
+        guard.not_slower(noop, noop)
+    marked, _ = make_guard(FakeTiming([0.5, 0.5]), is_marked=lambda: True)
+    assert marked.faster(noop, noop, at_least=1.5).verdict == "pass"
+
+
+def test_guard_failure_is_an_assertion_error_carrying_the_result() -> None:
+    guard, _ = make_guard(FakeTiming([1.0, 1.0, 1.0]))
+    with pytest.raises(AssertionError) as info:
+        guard.faster(noop, noop, at_least=1.5)
+    assert isinstance(info.value, GuardFailure) and info.value.result.verdict == "fail"
+    assert str(info.value) == info.value.result.message
 
 
 def test_worker_mode_placeholders_then_measures_target_call(tmp_path: Path) -> None:
@@ -213,7 +243,7 @@ def test_worker_mode_placeholders_then_measures_target_call(tmp_path: Path) -> N
     guard, results = make_guard(fake, worker=spec, counters=lambda *a, **k: calls.append("c"))
     placeholder = guard.max_ops(noop, {"mm": 1})
     assert placeholder.verdict == "skipped" and calls == []  # nothing counted before the target
-    with pytest.raises(Skipped, match="mmperf worker 2: measured guard call #2"):
+    with pytest.raises(PytestSkipped, match="mmperf worker 2: measured guard call #2"):
         guard.faster(noop, noop, at_least=1.5)
     payload = json.loads(out.read_text())
     assert PairSamples.from_dict(payload["samples"]).n_blocks == 20
@@ -225,7 +255,7 @@ def test_worker_mode_reports_a_different_path(tmp_path: Path) -> None:
     out = tmp_path / "w.json"
     guard, _ = make_guard(FakeTiming([0.5]), worker=WorkerSpec("t.py::test_x", 0, str(out), 0.5),
                           counters=fake_counters({}))
-    with pytest.raises(Skipped):
+    with pytest.raises(PytestSkipped):
         guard.max_ops(noop, 1)
     assert "takes a different path" in json.loads(out.read_text())["error"]
 
@@ -237,7 +267,7 @@ def test_bad_arguments() -> None:
     with pytest.raises(TypeError, match="candidate must be a zero-argument callable"):
         guard.not_slower(None, noop)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="inconclusive policy 'maybe'"):
-        Guard(inconclusive="maybe")
+        GuardSettings(inconclusive="maybe")
 
 
 # ------------------------------------------------------------------------ counter guards
@@ -323,7 +353,7 @@ def test_scaling_fits_exponent_of_counters_and_time() -> None:
         size = fn()
         return SimpleNamespace(median_s=1e-6 * size**1.5)
 
-    guard = Guard(measure_one=measure_one)
+    guard = Guard(instruments=Instruments(measure_one=measure_one))
     timed = guard.scaling(lambda n: (lambda: n), [10, 100], metric="time", max_exponent=2)
     assert timed.estimate == pytest.approx(1.5) and timed.verdict == "pass"
     with pytest.raises(ValueError, match="accepted metrics are"):
@@ -364,7 +394,7 @@ def test_snapshot_uses_the_store_and_fails_on_change_or_missing_record(tmp_path:
 
 def test_helpers() -> None:
     ops = {"aten.mm.default": 2, "aten::mm.out": 1, "aten::add.Tensor": 4}
-    assert count_ops(ops) == 7 and count_ops(ops, "mm") == 3 and count_ops(ops, ["add"]) == 4
+    assert sum_ops(ops) == 7 and sum_ops(ops, "mm") == 3 and sum_ops(ops, ["add"]) == 4
     assert parse_bytes("1.5 KiB") == 1536 and parse_bytes("64MB") == 64_000_000
     assert parse_bytes(10) == 10
     with pytest.raises(ValueError, match="'3 parsecs' is not a byte count"):
@@ -447,3 +477,27 @@ def test_real_counters_vectorised_vs_per_item_loop() -> None:
     assert mem.estimate == pytest.approx(1.0, abs=0.1)
     assert [r.kind for r in results] == ["ops_constant", "ops_constant", "max_ops", "max_flops",
                                          "scaling"]
+
+
+def test_worker_repeats_the_parents_earlier_failures(tmp_path: Path) -> None:
+    """A test that holds an expected guard failure before its timing guard takes the same path
+    in the worker: the placeholder of a call that failed in the parent raises too."""
+    out = tmp_path / "w.json"
+    spec = WorkerSpec("t.py::test_x", index=2, output=str(out), budget_s=0.5, failed=(1,))
+    guard, _ = make_guard(FakeTiming([0.5]), worker=spec, counters=fake_counters({}))
+    assert guard.max_ops(noop, 1).verdict == "skipped"
+    with pytest.raises(AssertionError, match="failed in the parent process"):
+        guard.max_ops(noop, 1)
+    with pytest.raises(PytestSkipped, match="measured guard call #3"):
+        guard.faster(noop, noop, at_least=1.5)
+    assert WorkerSpec.from_env({isolation.WORKER_ENV: spec.to_env()}) == spec
+
+
+def test_parent_hands_its_failed_calls_to_the_spawner() -> None:
+    fake = FakeTiming([0.5, 0.5])
+    guard, _ = make_guard(fake, is_marked=lambda: True, counters=fake_counters({"aten.mm.default": 3}))
+    with pytest.raises(GuardFailure):
+        guard.max_ops(noop, {"mm": 1})
+    guard.max_ops(noop, {"mm": 3})
+    guard.faster(noop, noop, at_least=1.5)
+    assert isinstance(guard, PytestGuard) and guard.failed_calls == [0]

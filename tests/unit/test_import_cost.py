@@ -37,18 +37,24 @@ def test_pytest_help_with_the_plugin_imports_no_torch(tmp_path: Path) -> None:
     assert _heavy_after(code) == []
 
 
+def test_guard_failure_loads_without_torch() -> None:
+    # A plain-Python caller can hold guard failures without paying for torch.
+    assert _heavy_after("import pytest_mmperf; pytest_mmperf.GuardFailure") == []
+
+
 def test_public_names_load_on_first_use() -> None:
     # The lazy import really happens (this probe would report torch if it did not).
     assert "torch" in _heavy_after("import pytest_mmperf; pytest_mmperf.BatchSpec")
 
 
 def test_public_names_resolve_to_their_modules() -> None:
-    from pytest_mmperf import guards, synthetic
+    import importlib
 
     for name in pytest_mmperf.__all__:
         if name == "__version__":
             continue
-        module = guards if name in ("Guard", "GuardResult") else synthetic
+        module = importlib.import_module(pytest_mmperf.__getattr__.__globals__["_LAZY"][name]
+                                         .join(("pytest_mmperf.", "")))
         assert getattr(pytest_mmperf, name) is getattr(module, name), name
         assert name in dir(pytest_mmperf)
     with pytest.raises(AttributeError, match="has no attribute 'banana'"):

@@ -1,0 +1,177 @@
+"""The pytest side of the guards: the ``mmperf_guard`` fixture's :class:`PytestGuard`.
+
+:class:`pytest_mmperf.guards.Guard` measures, decides and counts without pytest. This module
+adds what only a pytest run has:
+
+* settings from ``--mmperf-*`` / ini / env, results recorded for the session's report;
+* worker hand-off: a timing guard pools fresh processes that re-run the same test item
+  (:mod:`pytest_mmperf.isolation`); in such a worker, guard calls before the one being measured
+  return placeholders, the measured one writes its samples and ends the test with a skip;
+* skips: under pytest-xdist timing guards skip (parallel workers distort timing), ``no_sync`` off
+  CUDA and the inconclusive policy ``skip`` use ``pytest.skip``;
+* the timing marker: a timing guard in a test without ``mmperf_timing`` fails at once, naming the
+  marker to add (collection marks the tests it can see calling timing guards:
+  :mod:`pytest_mmperf.timing_tests`), so ``-m "not mmperf_timing"`` and ``pytest --benchmark``
+  select what they promise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import pytest
+
+from pytest_mmperf.config import get_settings
+from pytest_mmperf.constants import DEFAULT_SNAPSHOTS
+from pytest_mmperf.guards import Guard, GuardResult, GuardSettings, Instruments, Spawner
+from pytest_mmperf.isolation import WorkerSpec, pytest_spawner, write_worker_output
+from pytest_mmperf.measure import PairSamples
+
+XDIST_SKIP_REASON = "timing guards are skipped under pytest-xdist: parallel workers distort timing"
+RESULTS_KEY = pytest.StashKey[list[GuardResult]]()
+SNAPSHOT_STORE_KEY = pytest.StashKey[Any]()
+TIMING_MARKER = "mmperf_timing"
+
+
+def session_results(config: pytest.Config) -> list[GuardResult]:
+    """Every guard result recorded in this session, in call order."""
+    return list(config.stash.get(RESULTS_KEY, []))
+
+
+def snapshot_store(config: pytest.Config) -> Any:
+    """The session's snapshot store, created on first use (the plugin saves it at session end)."""
+    store = config.stash.get(SNAPSHOT_STORE_KEY, None)
+    if store is None:
+        from pytest_mmperf.snapshots import SnapshotStore
+
+        path = get_settings(config).snapshots or config.rootpath / DEFAULT_SNAPSHOTS
+        store = config.stash[SNAPSHOT_STORE_KEY] = SnapshotStore(path)
+    return store
+
+
+def under_xdist(config: pytest.Config) -> bool:
+    """True in a pytest-xdist worker (env var or ``config.workerinput``)."""
+    return bool(os.environ.get("PYTEST_XDIST_WORKER")) or hasattr(config, "workerinput")
+
+
+class _LazySnapshotStore:
+    """Loads the store (and snapshots.py) only when a test snapshots."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+
+    def check(self, *args: Any, **kwargs: Any) -> Any:
+        return snapshot_store(self._config).check(*args, **kwargs)
+
+
+class PytestGuard(Guard):
+    """A :class:`Guard` bound to one test item of a pytest run."""
+
+    def __init__(self, settings: GuardSettings, *, nodeid: str, device: str,
+                 recorder: Callable[[GuardResult], None], spawner: Spawner | None,
+                 snapshot_store: Any, worker: WorkerSpec | None, under_xdist: bool,
+                 is_marked: Callable[[], bool], instruments: Instruments | None = None) -> None:
+        super().__init__(settings, nodeid=nodeid, device=device, recorder=recorder,
+                         spawner=spawner, snapshot_store=snapshot_store, instruments=instruments)
+        self.worker, self.under_xdist, self.is_marked = worker, under_xdist, is_marked
+        self.failed_calls: list[int] = []  # indices of this test's guard calls that failed
+
+    def _fail(self, result: GuardResult) -> NoReturn:
+        __tracebackhide__ = True
+        self.failed_calls.append(self.call_index)
+        super()._fail(result)
+
+    def _skip(self, reason: str, result: GuardResult | None = None) -> NoReturn:
+        pytest.skip(reason)
+
+    def _record(self, result: GuardResult) -> None:
+        if self.worker is None:  # a worker's results belong to the parent's guard
+            super()._record(result)
+
+    def _start(self, kind: str, name: str | None, device: str, *, timing: bool,
+               timing_run: Callable[[float, int], PairSamples] | None = None
+               ) -> GuardResult | None:
+        __tracebackhide__ = True
+        super()._start(kind, name, device, timing=timing, timing_run=timing_run)
+        if self.worker is not None:
+            return self._in_worker(kind, name, device, timing_run)
+        if not timing:
+            return None
+        if self.under_xdist:
+            self._record(GuardResult(nodeid=self.nodeid, kind=kind, name=name, metric=kind,
+                                     estimate=None, threshold=None, verdict="skipped",
+                                     decided_by="skip", n_processes=0, device=device,
+                                     message=XDIST_SKIP_REASON))
+            pytest.skip(XDIST_SKIP_REASON)
+        if not self.is_marked():
+            pytest.fail(
+                f"{self.nodeid} calls the timing guard {kind}() but is not marked as a timing "
+                f"test, so `-m \"not {TIMING_MARKER}\"` and `pytest --benchmark` cannot select it "
+                f"correctly. Add @pytest.mark.{TIMING_MARKER} to the test (or "
+                f"pytestmark = pytest.mark.{TIMING_MARKER} to its module); pytest-mmperf marks "
+                "tests automatically only when it can see the call in the test, its fixtures or "
+                "the helper functions of the test module and conftest files.", pytrace=False)
+        return None
+
+    def _in_worker(self, kind: str, name: str | None, device: str,
+                   timing_run: Callable[[float, int], PairSamples] | None) -> GuardResult:
+        """Worker mode: placeholders before the target call, measure-and-stop at it."""
+        spec = self.worker
+        assert spec is not None
+        index = self.call_index
+        if index < spec.index:
+            failed = index in spec.failed
+            placeholder = GuardResult(
+                nodeid=self.nodeid, kind=kind, name=name, metric=kind, estimate=None,
+                threshold=None, verdict="fail" if failed else "skipped", decided_by="worker",
+                n_processes=0, device=device,
+                message=f"{kind}(): failed in the parent process (not measured in an mmperf "
+                        "worker)" if failed else "not measured in an mmperf worker")
+            if failed:  # the same control flow as in the parent (pytest.raises, try blocks)
+                super()._fail(placeholder)
+            return placeholder
+        error = None
+        if spec.nodeid != self.nodeid:
+            error = f"worker ran {self.nodeid!r} but was asked to measure {spec.nodeid!r}"
+        elif index > spec.index or timing_run is None:
+            error = (f"guard call #{spec.index + 1} of {self.nodeid} is {kind}() in the worker, "
+                     "not the ratio guard the parent measured: the test takes a different path "
+                     "in a fresh process (make its guard calls deterministic)")
+        if error is not None:
+            write_worker_output(spec.output, {"error": error})
+            pytest.skip(f"mmperf worker {spec.process}: {error}")
+        assert timing_run is not None
+        samples = timing_run(spec.budget_s, spec.seed)
+        write_worker_output(spec.output, {"samples": samples.to_dict()})
+        pytest.skip(f"mmperf worker {spec.process}: measured guard call #{index + 1} "
+                    f"({samples.n_blocks} rounds), samples written")
+
+
+def guard_settings(config: pytest.Config) -> GuardSettings:
+    """The run's :class:`GuardSettings` (``--benchmark`` defaults resolved by config)."""
+    s = get_settings(config)
+    return GuardSettings(budget_s=s.budget, processes=s.processes, confidence=s.confidence,
+                         inconclusive=s.inconclusive, seed=s.seed,
+                         update_snapshots=s.update_snapshots)
+
+
+def guard_for_request(request: pytest.FixtureRequest) -> PytestGuard:
+    """The guard of the requesting test, configured from the run's mmperf settings."""
+    config = request.config
+    device = "cpu"
+    if "mmperf_device" in request.fixturenames:
+        device = str(request.getfixturevalue("mmperf_device"))
+    try:
+        worker = WorkerSpec.from_env()
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    node = request.node
+    guard = PytestGuard(guard_settings(config), nodeid=node.nodeid, device=device,
+                        recorder=config.stash.setdefault(RESULTS_KEY, []).append,
+                        spawner=None, snapshot_store=_LazySnapshotStore(config), worker=worker,
+                        under_xdist=under_xdist(config),
+                        is_marked=lambda: node.get_closest_marker(TIMING_MARKER) is not None)
+    guard.spawner = pytest_spawner(config, node.nodeid, lambda: guard.failed_calls)
+    return guard

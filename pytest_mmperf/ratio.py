@@ -1,0 +1,156 @@
+"""The ratio guards' procedure: measure, pool processes until clear, conclude with a message.
+
+A ratio question is "is the candidate at least R times faster" (``faster``) or "is it at most
+``1 + t`` times slower" (``not_slower``). Each process times candidate and baseline interleaved
+(:func:`pytest_mmperf.measure.time_pair`); the processes' log ratios are pooled with a
+random-effects model (:mod:`pytest_mmperf.stats`). The parent measures first, then adds fresh
+worker processes one at a time, up to ``processes``, and stops once at least
+:data:`MIN_PROCESSES_TO_STOP` processes give an interval clear of the threshold (more rounds of
+one process cannot beat the between-process spread: ``docs/measurements.md``).
+
+Pytest-free and torch-free: the guard core (:mod:`pytest_mmperf.guards`) applies the
+inconclusive policy to what :func:`conclude` returns.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_mmperf import stats
+from pytest_mmperf.measure import PairSamples
+from pytest_mmperf.units import format_seconds
+
+MIN_PROCESSES_TO_STOP = 2
+HOW_TO_DECIDE = ("raise --mmperf-budget / --mmperf-processes, or run `pytest --benchmark`, "
+                 "for a clear decision")
+# spawn(process_number, seed) -> the samples of one fresh worker process
+Spawn = Callable[[int, int], PairSamples]
+
+
+@dataclass(frozen=True)
+class RatioQuestion:
+    """``kind`` ``"faster"`` with ``threshold`` = the required speedup, or ``"not_slower"`` with
+    ``threshold`` = the tolerated slowdown fraction (0.10 = 10 %)."""
+
+    kind: str
+    threshold: float
+    confidence: float
+    tau_floor: float
+
+    @property
+    def metric(self) -> str:
+        return "speedup" if self.kind == "faster" else "slowdown"
+
+    @property
+    def log_limit(self) -> float:
+        """``log(t_candidate / t_baseline)`` must stay at or below this for the guard to pass."""
+        return -math.log(self.threshold) if self.kind == "faster" else math.log1p(self.threshold)
+
+    @property
+    def ratio_limit(self) -> float:
+        """The threshold as a ratio of the guard's metric (speedup or slowdown)."""
+        return self.threshold if self.kind == "faster" else 1.0 + self.threshold
+
+    def decide(self, processes: Sequence[PairSamples]) -> stats.RatioDecision:
+        pooled = stats.pool_log_ratios([p.log_ratios() for p in processes], self.confidence,
+                                       self.tau_floor)
+        if self.kind == "faster":
+            return stats.speedup_decision(pooled, self.threshold)
+        return stats.slowdown_decision(pooled, self.threshold)
+
+    def stop_rule(self) -> Callable[[PairSamples], bool]:
+        """Stop a process's sampling once its own interval is narrow next to the distance to the
+        threshold (more rounds of one process cannot beat the between-process spread)."""
+        def should_stop(samples: PairSamples) -> bool:
+            est = stats.trimmed_mean_se(samples.log_ratios())
+            low, high = est.interval(self.confidence)
+            half = (high - low) / 2
+            return half <= max(0.5 * self.tau_floor, 0.25 * abs(est.estimate - self.log_limit))
+        return should_stop
+
+
+def pool_processes(question: RatioQuestion, first: PairSamples, spawn: Spawn | None, *,
+                   max_processes: int, min_processes: int, seed: int) -> list[PairSamples]:
+    """``first`` (the parent's samples) plus fresh processes from ``spawn``, added one at a time
+    while the decision is unclear or fewer than ``min_processes`` have been pooled.
+
+    A :class:`pytest_mmperf.isolation.WorkerError` from ``spawn`` propagates.
+    """
+    processes = [first]
+    limit = max_processes if spawn is not None else 1
+    while len(processes) < limit:
+        if len(processes) >= max(MIN_PROCESSES_TO_STOP, min_processes) and (
+                question.decide(processes).decision != stats.Decision.INCONCLUSIVE):
+            break
+        assert spawn is not None
+        k = len(processes)
+        processes.append(spawn(k, seed + k))
+    return processes
+
+
+@dataclass(frozen=True)
+class Conclusion:
+    """The decision on pooled processes, the verdict after the policy, and its message."""
+
+    decision: stats.RatioDecision
+    verdict: str  # pass | fail | inconclusive
+    decided_by: str  # interval | estimate
+    message: str
+    fields: dict[str, Any]  # GuardResult keyword arguments (without nodeid/kind/name/device)
+
+    @property
+    def inconclusive(self) -> bool:
+        return self.decision.decision == stats.Decision.INCONCLUSIVE
+
+
+def conclude(question: RatioQuestion, processes: list[PairSamples], *, label: str, device: str,
+             budget_s: float, policy: str) -> Conclusion:
+    """Decide on ``processes`` and write the message a user reads (estimate, interval,
+    threshold, samples x processes, device, per-process estimates, median times)."""
+    rd = question.decide(processes)
+    verdict, decided_by = rd.decision.value, "interval"
+    if rd.decision == stats.Decision.INCONCLUSIVE and policy == "estimate":
+        verdict = stats.point_decision(rd.estimate, rd.threshold,
+                                       at_least=question.kind == "faster").value
+        decided_by = "estimate"
+    metric = question.metric
+    counts = [p.n_blocks for p in processes]
+    med_c = [p.medians()[0] for p in processes]
+    med_b = [p.medians()[1] for p in processes]
+    word = (f"at least {rd.threshold:.3g}x" if question.kind == "faster" else
+            f"at most {rd.threshold:.3g}x (tolerance {question.threshold:.0%})")
+    sign = -1.0 if question.kind == "faster" else 1.0
+    per_process = ", ".join(f"{math.exp(sign * e.estimate):.3f}" for e in rd.pooled.per_process)
+    plural = "es" if len(processes) > 1 else ""
+    message = (
+        f"{label}: {verdict.upper()}: {metric} {rd.estimate:.3f}x, {question.confidence:.0%} "
+        f"interval [{rd.ci_low:.3f}, {rd.ci_high:.3f}], required {word}\n"
+        f"  samples: {'+'.join(map(str, counts))} rounds x {len(processes)} process{plural} on "
+        f"{device} ({processes[0].threads} threads, inference_mode="
+        f"{processes[0].inference_mode}); per-process {metric}s {per_process}\n"
+        f"  median time per call: candidate {format_seconds(statistics.median(med_c))}, "
+        f"baseline {format_seconds(statistics.median(med_b))}; between-process sd "
+        f"{rd.pooled.tau:.3f} (log)"
+    )
+    if rd.decision == stats.Decision.INCONCLUSIVE:
+        message += (f"\n  INCONCLUSIVE: the interval straddles {rd.threshold:.3g} after "
+                    f"{budget_s:g} s x {len(processes)} processes; "
+                    + ("the point estimate decided; " if decided_by == "estimate" else "")
+                    + HOW_TO_DECIDE)
+    fields = dict(
+        metric=metric, estimate=rd.estimate, ci_low=rd.ci_low, ci_high=rd.ci_high,
+        threshold=rd.threshold, verdict=verdict, decided_by=decided_by,
+        samples_per_process=counts, n_processes=len(processes), budget_s=budget_s,
+        message=message,
+        extra={"confidence": question.confidence, "candidate_median_s": med_c,
+               "baseline_median_s": med_b, "tau": rd.pooled.tau, "tau_dl": rd.pooled.tau_dl,
+               "threads": processes[0].threads, "inference_mode": processes[0].inference_mode,
+               "interval_decision": rd.decision.value, "policy": policy,
+               "elapsed_s": [p.elapsed_s for p in processes],
+               "pids": [p.pid for p in processes]},
+    )
+    return Conclusion(rd, verdict, decided_by, message, fields)
