@@ -11,9 +11,9 @@ export PYTHONDONTWRITEBYTECODE := 1
 venv: $(STAMP)
 
 # Reinstall when the project metadata changes; torch is only downloaded/installed the first time.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml reference/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e ./reference
 	$(PY) -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
 

@@ -1,0 +1,161 @@
+"""The wheel other repositories install: what it contains, what it requires, and that it works.
+
+``pip wheel --no-deps .`` must ship ``pytest_mmperf`` and nothing else at the top level (no
+``reference`` package to collide with a user's own), declare no upper bounds, and register the
+``pytest11`` entry point. Installed into a fresh virtual environment, it must give a repository
+without a conftest the fixtures and guards. The fresh environment borrows torch, pytest and the
+other dependencies from this one through a ``.pth`` line (installing torch again would cost
+minutes), but not this checkout: only the wheel provides ``pytest_mmperf`` there.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import pytest_mmperf
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _build(source: Path, out: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "--no-index", "-q", "-w", str(out), str(source)], check=True,
+                   capture_output=True, text=True, timeout=300)
+    (wheel,) = out.glob("*.whl")
+    return wheel
+
+
+def _clean_copy(names: list[str], dest: Path) -> Path:
+    """The sources alone: an in-tree build would reuse a stale ``build/`` folder."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
+    for name in names:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    source = _clean_copy(["pyproject.toml", "README.md", "pytest_mmperf"],
+                         tmp_path_factory.mktemp("src"))
+    return _build(source, tmp_path_factory.mktemp("wheel"))
+
+
+def _metadata(wheel: Path) -> tuple[list[str], email.message.Message, str]:
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
+        metadata = email.parser.Parser().parsestr(archive.read(f"{info}/METADATA").decode())
+        entry_points = archive.read(f"{info}/entry_points.txt").decode()
+    return names, metadata, entry_points
+
+
+def test_wheel_ships_the_plugin_only(wheel: Path) -> None:
+    names, metadata, entry_points = _metadata(wheel)
+    top = {n.split("/")[0] for n in names}
+    assert top == {"pytest_mmperf", f"pytest_mmperf-{pytest_mmperf.__version__}.dist-info"}
+    modules = {p.name for p in (ROOT / "pytest_mmperf").glob("*.py")}
+    shipped = {n.split("/")[1] for n in names if n.startswith("pytest_mmperf/")}
+    assert shipped == modules | {"py.typed"}
+    assert metadata["Name"] == "pytest-mmperf"
+    assert metadata["Version"] == pytest_mmperf.__version__
+    requires = metadata.get_all("Requires-Dist")
+    core = [r for r in requires if "extra ==" not in r]
+    assert {re.split(r"[<>=!~ ;\[]", r)[0] for r in core} == {
+        "pytest", "pytest-benchmark", "torch", "torchvision", "pillow", "numpy"}
+    assert not [r for r in requires if "<" in r.split(";")[0]], requires  # no upper bounds
+    assert re.search(r"\[pytest11\]\s*mmperf\s*=\s*pytest_mmperf\.plugin", entry_points)
+
+
+def test_reference_is_a_distribution_of_its_own(tmp_path: Path) -> None:
+    source = _clean_copy(["reference"], tmp_path / "src") / "reference"
+    wheel = _build(source, tmp_path / "wheel")
+    names, metadata = _metadata_without_entry_points(wheel)
+    assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"reference"}
+    assert {"reference/attention.py", "reference/preprocess.py"} <= set(names)
+    assert metadata["Name"] == "mmperf-reference"
+
+
+def _metadata_without_entry_points(wheel: Path) -> tuple[list[str], email.message.Message]:
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
+        return names, email.parser.Parser().parsestr(archive.read(f"{info}/METADATA").decode())
+
+
+USER_TESTS = '''
+import pytest
+import torch
+from pytest_mmperf import GuardFailure
+
+X = torch.randn(512)
+
+
+def work(n):
+    def fn():
+        for _ in range(25 * n):
+            torch.add(X, 1.0)
+    return fn
+
+
+def test_fixtures(mmperf_batch, mmperf_device):
+    assert len(mmperf_batch.images) == mmperf_batch.spec.batch_size
+    assert mmperf_batch.input_ids.shape[0] == len(mmperf_batch.images)
+    assert mmperf_device.type == "cpu"
+
+
+def test_guards(mmperf_guard):
+    mmperf_guard.max_ops(work(1), {"add": 25})
+    with pytest.raises(AssertionError):
+        mmperf_guard.max_ops(work(2), {"add": 25})
+    mmperf_guard.faster(work(1), work(4), at_least=1.5)
+
+
+def test_where_things_come_from():
+    import importlib.util
+    import pytest_mmperf
+    assert "site-packages" in pytest_mmperf.__file__, pytest_mmperf.__file__
+    assert importlib.util.find_spec("reference") is None
+'''
+
+
+def test_installed_wheel_serves_a_repository_without_conftest(wheel: Path,
+                                                              tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    python = venv / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
+                    "--no-deps", "--no-index", str(wheel)], check=True, capture_output=True,
+                   timeout=300)
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; "
+                                "print(sysconfig.get_paths()['purelib'])"], check=True,
+                               capture_output=True, text=True).stdout.strip())
+    # The dependencies (torch, pytest, ...) from this environment; .pth files there (this
+    # checkout's editable installs) are not processed, so pytest_mmperf comes from the wheel.
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    repo = tmp_path / "user-repo"
+    repo.mkdir()
+    (repo / "test_user.py").write_text(textwrap.dedent(USER_TESTS))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTEST_MMPERF_", "PYTEST_ADDOPTS", "PYTHONPATH"))}
+    run = subprocess.run([str(python), "-m", "pytest", "-p", "no:cacheprovider",
+                          "--mmperf-budget=0.3", "--mmperf-processes=2", "--mmperf-scale=smoke"],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "3 passed" in run.stdout
+    assert re.search(r"plugins:.*mmperf-", run.stdout)
