@@ -19,6 +19,8 @@ Kinds of benchmark, and why each exists:
 
 from __future__ import annotations
 
+from typing import Any
+
 # Imported here, not lazily, so that asv's fork server imports them once for all benchmark
 # processes: the first op counted under a TorchDispatchMode imports torch._dynamo (~3 s here),
 # which would otherwise be paid again in every forked benchmark process.
@@ -32,26 +34,27 @@ from .common import (
     ATTENTION_BASELINE,
     ATTENTION_CASES,
     ATTENTION_IMPLS,
-    DEVICES,
     DTYPES,
     LONG_BASELINE,
     LONG_CASES,
     LONG_IMPLS,
-    Workload,
+    _CaseBenchmark,
+    _CounterBenchmark,
+    _RatioBenchmark,
+    case_params,
     check_code_under_test,
     counters,
-    interleaved_ratio,
-    use_bench_threads,
 )
 
 check_code_under_test()
 
 
-class CrossAttentionForward:
+class CrossAttentionForward(_CaseBenchmark):
     """Text (B, 77, 768) attending to image (B, 577, 768) tokens, 12 heads: the seed module and
     the corrected module's backends, float32 and bf16 autocast."""
 
-    params = [list(ATTENTION_IMPLS), list(DTYPES), list(DEVICES), list(ATTENTION_CASES)]
+    registry = ATTENTION_CASES
+    params = case_params(ATTENTION_IMPLS, ATTENTION_CASES, dtypes=DTYPES)
     param_names = ["impl", "dtype", "device", "case"]
     number = 1  # one call per sample: 20-400 ms each here
     # Four rounds (four fresh processes per commit, interleaved with the other commit's) of
@@ -61,72 +64,48 @@ class CrossAttentionForward:
     rounds = 4
     repeat = (2, 4, 1.0)
     warmup_time = 0.0  # setup makes the warm-up call
-    timeout = 120
 
-    def setup(self, impl: str, dtype: str, device: str, case: str) -> None:
-        use_bench_threads()
-        self.work: Workload = ATTENTION_CASES[case].build(impl, dtype, device)
+    def setup(self, *params: Any) -> None:
+        super().setup(*params)
         self.work.run_synced()  # lazy init (oneDNN primitives, autocast weight casts)
 
     def time_forward(self, impl: str, dtype: str, device: str, case: str) -> None:
         self.work.run_synced()
 
 
-class CrossAttentionCounters:
+class CrossAttentionCounters(_CounterBenchmark):
     """Deterministic counters of one forward of :class:`CrossAttentionForward`'s workloads."""
 
+    registry = ATTENTION_CASES
     params = CrossAttentionForward.params
     param_names = CrossAttentionForward.param_names
-    timeout = 120
-
-    def setup(self, impl: str, dtype: str, device: str, case: str) -> None:
-        use_bench_threads()
-        self.work: Workload = ATTENTION_CASES[case].build(impl, dtype, device)
-
-    def track_ops(self, impl: str, dtype: str, device: str, case: str) -> int:
-        return counters(self.work, "ops")
-
-    track_ops.unit = "ops"  # type: ignore[attr-defined]
 
     def track_flops(self, impl: str, dtype: str, device: str, case: str) -> int:
         return counters(self.work, "flops")
 
     track_flops.unit = "flops"  # type: ignore[attr-defined]
 
-    def track_peak_memory(self, impl: str, dtype: str, device: str, case: str) -> int:
-        return counters(self.work, "peak_memory")
 
-    track_peak_memory.unit = "bytes"  # type: ignore[attr-defined]
-
-
-class CrossAttentionRatio:
+class CrossAttentionRatio(_RatioBenchmark):
     """time(impl at dtype) / time(explicit math, float32), interleaved in one process."""
 
-    params = [[i for i in ATTENTION_IMPLS if i != "seed"], list(DTYPES), list(DEVICES),
-              list(ATTENTION_CASES)]
+    registry = ATTENTION_CASES
+    baseline_impl = ATTENTION_BASELINE
+    params = case_params(ATTENTION_IMPLS, ATTENTION_CASES, dtypes=DTYPES, exclude=["seed"])
     param_names = ["impl", "dtype", "device", "case"]
-    timeout = 120
-
-    def setup(self, impl: str, dtype: str, device: str, case: str) -> None:
-        use_bench_threads()
-        if (impl, dtype) == (ATTENTION_BASELINE, "float32"):
-            raise NotImplementedError("the baseline itself (ratio 1 by definition)")
-        spec = ATTENTION_CASES[case]
-        self.candidate: Workload = spec.build(impl, dtype, device)
-        self.baseline: Workload = spec.build(ATTENTION_BASELINE, "float32", device)
 
     def track_ratio_vs_math(self, impl: str, dtype: str, device: str, case: str) -> float:
-        return interleaved_ratio(self.candidate, self.baseline)
+        return self.ratio()
 
     track_ratio_vs_math.unit = "ratio"  # type: ignore[attr-defined]
 
 
-class LongSequenceAttention:
+class LongSequenceAttention(_CaseBenchmark):
     """Attention core over a joint text+image sequence of 2048 / 4096 tokens (B=1, 12 heads of
     64): explicit math (O(N²) memory), fused SDPA, and the sliding-window sparse variant."""
 
-    params = [list(LONG_IMPLS), list(DEVICES), list(LONG_CASES)]
-    param_names = ["impl", "device", "case"]
+    registry = LONG_CASES
+    params = case_params(LONG_IMPLS, LONG_CASES)
     number = 1
     # Explicit attention takes 1.2-3.5 s per call at 4096 tokens here (load-dependent): one to
     # three samples in each of four rounds, no separate warm-up call (these kernels need no lazy
@@ -136,10 +115,6 @@ class LongSequenceAttention:
     warmup_time = 0.0
     timeout = 180
 
-    def setup(self, impl: str, device: str, case: str) -> None:
-        use_bench_threads()
-        self.work: Workload = LONG_CASES[case].build(impl, "float32", device)
-
     def time_attention(self, impl: str, device: str, case: str) -> None:
         self.work.run_synced()
 
@@ -147,44 +122,25 @@ class LongSequenceAttention:
         self.work.run_synced()
 
 
-class LongSequenceCounters:
+class LongSequenceCounters(_CounterBenchmark):
     """Deterministic counters of :class:`LongSequenceAttention`'s workloads."""
 
+    registry = LONG_CASES
     params = LongSequenceAttention.params
-    param_names = LongSequenceAttention.param_names
     timeout = 180
 
-    def setup(self, impl: str, device: str, case: str) -> None:
-        use_bench_threads()
-        self.work: Workload = LONG_CASES[case].build(impl, "float32", device)
 
-    def track_ops(self, impl: str, device: str, case: str) -> int:
-        return counters(self.work, "ops")
-
-    track_ops.unit = "ops"  # type: ignore[attr-defined]
-
-    def track_peak_memory(self, impl: str, device: str, case: str) -> int:
-        return counters(self.work, "peak_memory")
-
-    track_peak_memory.unit = "bytes"  # type: ignore[attr-defined]
-
-
-class LongSequenceRatio:
+class LongSequenceRatio(_RatioBenchmark):
     """time(impl) / time(explicit math) on the long joint sequence, interleaved in one process."""
 
-    params = [[i for i in LONG_IMPLS if i != LONG_BASELINE], list(DEVICES), list(LONG_CASES)]
-    param_names = ["impl", "device", "case"]
+    registry = LONG_CASES
+    baseline_impl = LONG_BASELINE
+    params = case_params(LONG_IMPLS, LONG_CASES, exclude=[LONG_BASELINE])
+    # >= 1 s per math call: three rounds after the warm-up give a stable median.
+    ratio_options = {"budget_s": 3.0, "min_blocks": 3}
     timeout = 180
 
-    def setup(self, impl: str, device: str, case: str) -> None:
-        use_bench_threads()
-        spec = LONG_CASES[case]
-        self.candidate: Workload = spec.build(impl, "float32", device)
-        self.baseline: Workload = spec.build(LONG_BASELINE, "float32", device)
-
     def track_ratio_vs_math(self, impl: str, device: str, case: str) -> float:
-        # >= 1 s per math call: three rounds after the warm-up give a stable median.
-        return interleaved_ratio(self.candidate, self.baseline, budget_s=3.0, min_blocks=3)
+        return self.ratio()
 
     track_ratio_vs_math.unit = "ratio"  # type: ignore[attr-defined]
-

@@ -28,11 +28,12 @@ from __future__ import annotations
 import functools
 import os
 import pathlib
+import statistics
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -530,9 +531,8 @@ def interleaved_ratio(candidate: Workload, baseline: Workload, *, budget_s: floa
         return timer(candidate.fn, 1) / max(timer(baseline.fn, 1), 1e-12)
     samples = time_pair(candidate.fn, baseline.fn, candidate.device, budget_s=budget_s,
                         min_blocks=min_blocks, warmup_s=0.1, inference_mode=False, seed=0)
-    ratios = sorted(c / b for c, b in zip(samples.candidate_s, samples.baseline_s, strict=True))
-    mid = len(ratios) // 2
-    return ratios[mid] if len(ratios) % 2 else 0.5 * (ratios[mid - 1] + ratios[mid])
+    return statistics.median(c / b for c, b in zip(samples.candidate_s, samples.baseline_s,
+                                                   strict=True))
 
 
 def counters(work: Workload, metric: str) -> int:
@@ -552,3 +552,308 @@ def counters(work: Workload, metric: str) -> int:
         raise ValueError(f"counter {metric!r} is not available for {work.case}/{work.impl} on "
                          f"{work.device}; accepted: ops, flops, peak_memory")
     return int(value)
+
+
+
+# ------------------------------------------------------------------------------ asv base classes
+# asv calls setup and benchmarks with the parameters positionally, in ``param_names`` order
+# (``impl``, [``dtype``,] ``device``, ``case``); a class without ``dtype`` measures float32.
+# The names start with "_" so that asv does not collect the bases themselves.
+
+
+class _CaseBenchmark:
+    """One registry's cases: ``setup`` builds ``self.work`` for the parameters; ``teardown``
+    closes whatever workloads were built (after a skipped ``setup`` too)."""
+
+    registry: ClassVar[Mapping[str, Any]] = {}
+    param_names: ClassVar[list[str]] = ["impl", "device", "case"]
+    timeout = 120
+
+    def _args(self, params: tuple[Any, ...]) -> dict[str, Any]:
+        args = dict(zip(self.param_names, params, strict=True))
+        args.setdefault("dtype", "float32")
+        return args
+
+    def _build(self, impl: str, params: tuple[Any, ...]) -> Workload:
+        args = self._args(params)
+        return self.registry[args["case"]].build(impl, args["dtype"], args["device"])
+
+    def setup(self, *params: Any) -> None:
+        use_bench_threads()
+        self.work: Workload = self._build(self._args(params)["impl"], params)
+
+    def teardown(self, *params: Any) -> None:
+        for name in ("work", "candidate", "baseline"):
+            work = getattr(self, name, None)
+            if work is not None:
+                work.close()
+
+
+class _CounterBenchmark(_CaseBenchmark):
+    """Deterministic counters of one call (the same in every process)."""
+
+    def track_ops(self, *params: Any) -> int:
+        return counters(self.work, "ops")
+
+    track_ops.unit = "ops"  # type: ignore[attr-defined]
+
+    def track_peak_memory(self, *params: Any) -> int:
+        return counters(self.work, "peak_memory")
+
+    track_peak_memory.unit = "bytes"  # type: ignore[attr-defined]
+
+
+class _RatioBenchmark(_CaseBenchmark):
+    """time(candidate) / time(``baseline_impl`` in float32), interleaved in one process;
+    subclasses name the tracked method after their baseline and return :meth:`ratio`."""
+
+    baseline_impl: ClassVar[str] = ""
+    ratio_options: ClassVar[dict[str, Any]] = {}
+
+    def setup(self, *params: Any) -> None:
+        use_bench_threads()
+        args = self._args(params)
+        if (args["impl"], args["dtype"]) == (self.baseline_impl, "float32"):
+            raise NotImplementedError("the baseline itself (ratio 1 by definition)")
+        self.candidate: Workload = self._build(args["impl"], params)
+        self.baseline: Workload = self.registry[args["case"]].build(
+            self.baseline_impl, "float32", args["device"])
+
+    def ratio(self) -> float:
+        return interleaved_ratio(self.candidate, self.baseline, **self.ratio_options)
+
+
+def case_params(impls: Iterable[str], cases: Mapping[str, Any], *, dtypes: Iterable[str] = (),
+                exclude: Iterable[str] = ()) -> list[list[str]]:
+    """asv ``params``: implementations (less ``exclude``), [dtypes,] devices, case names."""
+    dropped = set(exclude)
+    params = [[i for i in impls if i not in dropped]]
+    if dtypes:
+        params.append(list(dtypes))
+    return [*params, list(DEVICES), list(cases)]
+
+
+# ------------------------------------------------------------------------------ training
+# The seed's training side (issue 13): reference/training.py's model, step and loader loop.
+
+
+TRAIN_IMPLS: tuple[str, ...] = ("math", "sdpa", "mha", "local", "seed_sparse")
+TRAIN_BASELINE = "math"
+# Benchmark dtype names (as DTYPES) -> train_step's precision. float16 needs CUDA (GradScaler).
+TRAIN_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+_PRECISION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+@dataclass(frozen=True)
+class TrainingCase:
+    """One training step (forward, backward, AdamW step) of
+    :class:`reference.training.ImageTextModel` on a seeded random batch.
+
+    ``impl`` is the attention backend of every attention layer; ``dtype`` the step's precision
+    (``float32``; ``bfloat16`` autocast; ``float16`` autocast + GradScaler, CUDA only). The
+    model is in ``train()`` mode, so ``seed_sparse`` applies its dropout, as in the article.
+    Each ``build`` makes its own model and optimiser (steps change the weights), from the same
+    seed: every impl starts from the same weights.
+    """
+
+    name: str
+    batch_size: int
+    image_size: int = 224
+    patch_size: int = 32
+    dim: int = 128
+    heads: int = 4
+    image_layers: int = 2
+    text_layers: int = 2
+    fusion_layers: int = 1
+    context_length: int = 32
+    vocab_size: int = 4096
+    window: int = 16
+    seed: int = 0
+
+    def config(self) -> Any:
+        from reference.training import ModelConfig
+
+        return ModelConfig(self.image_size, self.patch_size, self.dim, self.heads,
+                           self.image_layers, self.text_layers, self.fusion_layers,
+                           self.context_length, self.vocab_size, window=self.window)
+
+    def build(self, impl: str, dtype: str = "float32", device: str = "cpu", *,
+              emulated_ok: bool = False) -> Workload:
+        """``emulated_ok=True`` runs bf16 on a CPU without native bf16 (for reports that
+        measure the slowdown; asv and guards leave it out)."""
+        _check_choice(impl, TRAIN_IMPLS, f"training impl for case {self.name!r}")
+        _check_choice(dtype, TRAIN_DTYPES, f"dtype for training case {self.name!r}")
+        dev = resolve_device(device)
+        if dtype == "float16" and not dev.startswith("cuda"):
+            raise NotImplementedError(f"{self.name}: float16 training (autocast + GradScaler) "
+                                      f"needs CUDA, not {dev}")
+        if dtype == "bfloat16" and not emulated_ok:
+            check_dtype(dtype, dev)
+        from reference.training import ImageTextModel, make_train_batch, train_step
+
+        model = cast(Any, _seeded(self.seed, lambda: ImageTextModel(self.config(), impl)))
+        model = model.to(dev).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        scaler = torch.amp.GradScaler("cuda") if dtype == "float16" else None
+        batch = make_train_batch(self.config(), self.batch_size, seed=self.seed, device=dev)
+        precision = _PRECISION[dtype]
+
+        def step() -> float:
+            return train_step(model, batch, optimizer, precision=precision, scaler=scaler)
+
+        return Workload(self.name, impl, dev, dtype, step)
+
+
+TRAINING_CASES: dict[str, TrainingCase] = {
+    # The default widths (reference.training.ModelConfig): 224 px, 49 image tokens, D=128,
+    # batch 32 as the seed's loader delivers it: projections and MLPs dominate.
+    "clip-tiny-b32": TrainingCase("clip-tiny-b32", batch_size=32),
+    # 1024 image tokens (256 px in 8 px patches), D=64: attention dominates the step.
+    "long-1024": TrainingCase("long-1024", batch_size=2, image_size=256, patch_size=8, dim=64,
+                              image_layers=1, text_layers=1, context_length=16,
+                              vocab_size=512),
+}
+
+
+LOADER_TRAINING_IMPLS: tuple[str, ...] = ("seed", "fast")
+
+
+@dataclass(frozen=True)
+class LoaderTrainingCase:
+    """A loader feeding :func:`reference.training.train_step` for ``steps`` steps.
+
+    ``seed``: :func:`reference.preprocess.make_seed_loader` with the article's settings
+    (batch_size=32 unless ``batch_size`` says otherwise, 4 workers, pinned, persistent);
+    ``fast``: ``make_fast_loader`` with ``workers`` workers. Both over the same JPEG files, into
+    the ``training`` case's model (224 px); workers and the model share the host's cores. A
+    call runs ``steps`` timed steps (:func:`reference.training.run_loader_training`, no
+    warm-up: ``build`` runs one step, which starts the persistent workers).
+    """
+
+    name: str
+    images: int
+    min_side: int
+    max_side: int
+    batch_size: int = 32
+    steps: int = 2
+    training: str = "clip-tiny-b32"
+    quality: int = 90
+    workers: int = 2
+    seed: int = 0
+
+    def dataset(self) -> JpegDataset:
+        root = cache_dir() / f"{self.name}-s{self.seed}-q{self.quality}"
+        spec = BatchSpec(batch_size=self.images, min_side=self.min_side, max_side=self.max_side)
+        return write_jpeg_dataset(root, spec, seed=self.seed, quality=self.quality)
+
+    def build(self, impl: str, dtype: str = "float32", device: str = "cpu") -> Workload:
+        _check_choice(impl, LOADER_TRAINING_IMPLS, f"loader impl for case {self.name!r}")
+        _check_choice(dtype, ("float32",), f"dtype for loader-training case {self.name!r}")
+        dev = resolve_device(device)
+        data = self.dataset()
+        paths, captions = [str(p) for p in data.paths], list(data.captions)
+        from pytest_mmperf.synthetic import SimpleTokenizer
+        from reference.preprocess import make_fast_loader, make_seed_loader
+        from reference.training import ImageTextModel, run_loader_training
+
+        train = TRAINING_CASES[self.training]
+        config = train.config()
+        loader: Any
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_SEED_LOADER_WARNINGS)
+            if impl == "seed":
+                loader = make_seed_loader(paths, captions, batch_size=self.batch_size)
+            else:
+                loader = make_fast_loader(paths, captions, batch_size=self.batch_size,
+                                          num_workers=self.workers,
+                                          device=None if dev == "cpu" else dev)
+        model = cast(Any, _seeded(train.seed, lambda: ImageTextModel(config, "sdpa")))
+        model = model.to(dev).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        tokenizer = SimpleTokenizer(vocab_size=config.vocab_size,
+                                    context_length=config.context_length)
+
+        def run(steps: int = self.steps) -> Any:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_SEED_LOADER_WARNINGS)
+                return run_loader_training(loader, model, optimizer, tokenizer, steps=steps,
+                                           warmup_steps=0)
+
+        def close() -> None:
+            inner = getattr(loader, "loader", loader)
+            iterator = getattr(inner, "_iterator", None)
+            if iterator is not None:
+                iterator._shutdown_workers()
+
+        run(1)  # starts the persistent workers; not part of any measurement
+        return Workload(self.name, impl, dev, dtype, run, close=close)
+
+
+LOADER_TRAINING_CASES: dict[str, LoaderTrainingCase] = {
+    # 64 JPEGs of 640-800 px, batches of 32 (the seed's), two steps per call.
+    "jpeg64-b32": LoaderTrainingCase("jpeg64-b32", images=64, min_side=640, max_side=800),
+}
+
+
+# --- report helpers: dicts of zero-argument callables for ``mmperf_report.family`` -----------
+
+
+def training_family(case: str = "clip-tiny-b32", impls: tuple[str, ...] = TRAIN_IMPLS,
+                    dtypes: tuple[str, ...] = ("float32", "bfloat16"), device: str = "cpu",
+                    ) -> dict[str, Workload]:
+    """``{"<impl> <dtype>": step}`` for one training case: every combination this host can run
+    (bf16 included where it is emulated: the report states the hardware condition, see
+    :func:`bf16_condition`). Items per call: ``TRAINING_CASES[case].batch_size`` images."""
+    out: dict[str, Workload] = {}
+    for impl in impls:
+        for dtype in dtypes:
+            try:
+                out[f"{impl} {dtype}"] = TRAINING_CASES[case].build(impl, dtype, device,
+                                                                    emulated_ok=True)
+            except NotImplementedError:
+                continue
+    return out
+
+
+def mixed_precision_pair(case: str = "clip-tiny-b32", impl: str = "sdpa", device: str = "cpu",
+                         ) -> dict[str, Workload]:
+    """The seed's "mixed precision significantly reduces training time", as two steps:
+    ``{"bf16 autocast": ..., "fp32": ...}`` (baseline ``"fp32"``)."""
+    spec = TRAINING_CASES[case]
+    return {"bf16 autocast": spec.build(impl, "bfloat16", device, emulated_ok=True),
+            "fp32": spec.build(impl, "float32", device)}
+
+
+def bf16_condition(device: str = "cpu") -> str:
+    """The hardware condition under which a bf16 verdict holds, in words."""
+    from pytest_mmperf.devices import cpu_model, has_native_bf16
+
+    where = cpu_model() if device == "cpu" else device
+    if has_native_bf16(device):
+        return f"{where}: native bf16 (AVX512-BF16 / AMX or a bf16 GPU)"
+    return f"{where}: no native bf16, autocast emulates it (expect a slowdown)"
+
+
+def loader_training_family(case: str = "jpeg64-b32") -> dict[str, Workload]:
+    """``{"seed DataLoader": ..., "fast loader": ...}``: each call trains ``steps`` steps fed
+    by that loader and returns its :class:`reference.training.LoaderTrainingResult` (images/s,
+    stall fraction). Close the workloads (``.close()``) when done: they hold worker processes.
+    Items per call: ``steps * batch_size`` images."""
+    spec = LOADER_TRAINING_CASES[case]
+    return {"seed DataLoader": spec.build("seed"), "fast loader": spec.build("fast")}
+
+
+def loader_training_results(case: str = "jpeg64-b32", repeats: int = 3
+                            ) -> dict[str, list[Any]]:
+    """Run each loader of :func:`loader_training_family` ``repeats`` times, interleaved, and
+    return their :class:`~reference.training.LoaderTrainingResult` lists (workers closed)."""
+    family = loader_training_family(case)
+    results: dict[str, list[Any]] = {name: [] for name in family}
+    try:
+        for _ in range(repeats):
+            for name, work in family.items():
+                results[name].append(work())
+    finally:
+        for work in family.values():
+            work.close()
+    return results

@@ -29,6 +29,7 @@ import gc
 import math
 import os
 import random
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -243,11 +244,7 @@ class OneSamples:
 
 
 def _median(values: Sequence[float]) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+    return statistics.median(values) if values else math.nan
 
 
 def _check_common(budget_s: float, min_blocks: int, max_blocks: int, block_s: float) -> None:
@@ -350,36 +347,33 @@ def time_pair(
             order.append("c" if first_is_candidate else "b")
             samples.order = "".join(order)
             samples.elapsed_s = timer.clock() - start
-            n = samples.n_blocks
-            if n < min_blocks:
-                continue
-            if n >= max_blocks:
-                samples.stopped_by = "max_blocks"
-                break
-            if should_stop is not None and should_stop(samples):
-                samples.stopped_by = "callback"
-                break
-            if samples.elapsed_s >= budget_s:
-                samples.stopped_by = "budget"
+            stop = _stop_reason(samples.n_blocks, samples.elapsed_s, min_blocks, max_blocks,
+                                budget_s, should_stop, samples)
+            if stop is not None:
+                samples.stopped_by = stop
                 break
     return samples
 
 
-def time_one(
-    fn: Callable[[], object],
-    device: Any = "cpu",
-    *,
-    budget_s: float = 1.0,
-    min_blocks: int = DEFAULT_MIN_BLOCKS,
-    max_blocks: int = DEFAULT_MAX_BLOCKS,
-    block_s: float = DEFAULT_BLOCK_S,
-    warmup_s: float = DEFAULT_WARMUP_S,
-    inference_mode: bool = True,
-    should_stop: Callable[[OneSamples], bool] | None = None,
-    clock: Clock = time.perf_counter,
-    timer: BlockTimer | None = None,
-) -> OneSamples:
-    """Measure one callable: warm-up, calibrated blocks until the budget (see :func:`time_pair`).
+def _stop_reason(n: int, elapsed_s: float, min_blocks: int, max_blocks: int, budget_s: float,
+                 should_stop: Callable[[Any], bool] | None, samples: Any) -> str | None:
+    """Why sampling stops after round ``n`` (None: go on); ``min_blocks`` wins over the rest."""
+    if n < min_blocks:
+        return None
+    if n >= max_blocks:
+        return "max_blocks"
+    if should_stop is not None and should_stop(samples):
+        return "callback"
+    return "budget" if elapsed_s >= budget_s else None
+
+
+def time_one(fn: Callable[[], object], device: Any = "cpu", *, budget_s: float = 1.0,
+             min_blocks: int = DEFAULT_MIN_BLOCKS, max_blocks: int = DEFAULT_MAX_BLOCKS,
+             block_s: float = DEFAULT_BLOCK_S, warmup_s: float = DEFAULT_WARMUP_S,
+             inference_mode: bool = True, should_stop: Callable[[OneSamples], bool] | None = None,
+             clock: Clock = time.perf_counter, timer: BlockTimer | None = None) -> OneSamples:
+    """Measure one callable: warm-up, calibrated blocks until the budget; the options mean what
+    they mean in :func:`time_pair`.
 
     Used by the ``scaling(metric="time")`` guard, where the quantity of interest is the median
     time per call at each size rather than a ratio.
@@ -397,11 +391,7 @@ def time_one(
         while True:
             samples.times_s.append(max(timer(fn, samples.number), 1e-12) / samples.number)
             samples.elapsed_s = timer.clock() - start
-            n = len(samples.times_s)
-            if n < min_blocks:
-                continue
-            if n >= max_blocks or (should_stop is not None and should_stop(samples)):
-                break
-            if samples.elapsed_s >= budget_s:
+            if _stop_reason(len(samples.times_s), samples.elapsed_s, min_blocks, max_blocks,
+                            budget_s, should_stop, samples) is not None:
                 break
     return samples
