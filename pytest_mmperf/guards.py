@@ -281,6 +281,32 @@ class Guard:
                 self._skip(outcome.message, result)
         return self._finish(result)
 
+    def sample_pair(self, candidate: Callable[[], object], baseline: Callable[[], object], *,
+                    processes: int, budget_s: float, min_blocks: int | None = None,
+                    warmup_s: float = 0.02, name: str | None = None, device: Any = None,
+                    inference_mode: bool = False) -> list[PairSamples] | None:
+        """Interleaved samples of candidate and baseline from ``processes`` processes (this one
+        first), without a decision: what a report family measures. Counts as one guard call
+        (workers re-run it like a ratio guard); returns None in a worker before its target."""
+        s, dev = self.settings, self._dev(device)
+        blocks = s.min_blocks if min_blocks is None else min_blocks
+
+        def run(budget: float, seed: int) -> PairSamples:
+            return self.instruments.measure_pair(
+                candidate, baseline, dev, budget_s=budget, min_blocks=blocks,
+                inference_mode=inference_mode, seed=seed, warmup_s=warmup_s)
+
+        if self._start("family", name, dev, timing=True, timing_run=run) is not None:
+            return None
+        index = self.call_index
+        seed = s.seed * 1000 + index * 10
+        samples = [run(budget_s, seed)]
+        limit = processes if self.spawner is not None else 1
+        while len(samples) < limit:
+            samples.append(self.spawner(index, len(samples), budget_s,  # type: ignore[misc]
+                                        seed + len(samples)))
+        return samples
+
     # ---------------------------------------------------------------- counter guards
     def _count(self, fn: Callable[[], object], device: str, metrics: Sequence[str]) -> Any:
         if not callable(fn):

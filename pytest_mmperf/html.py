@@ -38,6 +38,7 @@ from pytest_mmperf.charts import (
     stage_union,
 )
 from pytest_mmperf.files import write_text_atomic
+from pytest_mmperf.headline import family_answers
 from pytest_mmperf.units import format_bytes, format_number, format_seconds
 
 KNOWN_KINDS = ("family", "breakdown", "scaling", "efficiency", "claim")
@@ -284,6 +285,27 @@ def _families_in_order(figures: Sequence[Mapping[str, Any]]) -> list[str]:
     return order
 
 
+def _summary_list(figures: Sequence[Mapping[str, Any]]) -> str:
+    answers = family_answers(figures)
+    if not answers:
+        return ""
+    items = []
+    for a in answers:
+        if a.fastest == a.baseline:
+            speed = f"<b>{_e(a.fastest)}</b> (the baseline) is fastest"
+        else:
+            ci = a.speedup_ci
+            interval = "" if ci is None else (f" [{_e(format_number(ci[0]))}, "
+                                              f"{_e(format_number(ci[1]))}]")
+            speed = (f"<b>{_e(a.fastest)}</b>: <b>{_e(format_number(a.speedup))}x</b>{interval} "
+                     f"over {_e(a.baseline)}")
+        peak = ("" if a.peak_fraction is None else
+                f"; {_e(f'{100 * a.peak_fraction:.1f}')} % of peak ({_e(a.peak_unit or '')})")
+        items.append(f'<li><a href="#family-{_e(_slug(a.family))}">{_e(a.family)}</a>: {speed}; '
+                     f"bottleneck {_e(a.bottleneck())}{peak}</li>")
+    return '<ul class="summary">' + "".join(items) + "</ul>"
+
+
 def render_html(report: Mapping[str, Any]) -> str:
     """The whole report as one offline HTML page (see the module docstring)."""
     doc = _Doc()
@@ -291,11 +313,15 @@ def render_html(report: Mapping[str, Any]) -> str:
     machine, settings = report.get("machine") or {}, report.get("settings") or {}
     body = [f"<h1>pytest-mmperf report</h1><p>Created {_e(report.get('created', '-'))}; "
             f"schema {_e(report.get('schema', '-'))}.</p>",
-            '<nav><a href="#machine">Machine</a><a href="#claims">Claims</a>'
+            '<nav><a href="#summary">Summary</a><a href="#claims">Claims</a>'
             '<a href="#families">Families</a><a href="#guards">Guards</a>'
-            '<a href="#benchmarks">Benchmarks</a><a href="#other">Other figures</a></nav>',
-            '<h2 id="machine">Machine and settings</h2>', _kv_table(machine),
-            "<h3>Settings</h3>", _kv_table(settings)]
+            '<a href="#benchmarks">Benchmarks</a><a href="#other">Other figures</a>'
+            '<a href="#machine">Machine</a></nav>']
+    # The answer first: per family the fastest implementation, its speedup, the bottleneck and
+    # the fraction of peak; then the claims; the details follow, the machine last.
+    body.append('<h2 id="summary">Summary</h2>')
+    answers = _safe(_summary_list, figures, figures)
+    body.append(answers if answers else '<p class="note">No family was measured.</p>')
     claims = [f for f in figures if f.get("kind") == "claim"]
     body.append('<h2 id="claims">Claims</h2>')
     body.extend(_safe(_claim_box, [c], c, doc) for c in claims)
@@ -332,6 +358,8 @@ def render_html(report: Mapping[str, Any]) -> str:
         body += [f"<h3>{_e(kind)}</h3>", _generic_table(recs)]
     if not other:
         body.append('<p class="note">None.</p>')
+    body += ['<h2 id="machine">Machine and settings</h2>', _kv_table(machine),
+             "<h3>Settings</h3>", _kv_table(settings)]
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>pytest-mmperf report</title><style>{_CSS}</style></head><body>\n"

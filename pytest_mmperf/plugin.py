@@ -39,7 +39,8 @@ MARKERS = (
 # Fixtures whose use means torch is loaded anyway (so the collection report may describe it).
 TORCH_FIXTURES = frozenset({
     "mmperf_device", "mmperf_batch", "mmperf_batch_spec", "mmperf_batch_factory",
-    "mmperf_features", "mmperf_feature_spec", "mmperf_jpeg_dataset", "mmperf_guard"})
+    "mmperf_features", "mmperf_feature_spec", "mmperf_jpeg_dataset", "mmperf_guard",
+    "mmperf_report"})
 _DEVICES_KEY = pytest.StashKey[tuple[str, ...]]()
 _JPEG_KEY = pytest.StashKey[dict[str, Any]]()
 
@@ -185,8 +186,8 @@ def pytest_report_collectionfinish(config: pytest.Config, items: Sequence[pytest
     described = "; ".join(devices.describe_device(d) for d in requested_devices(config))
     return [f"mmperf devices: {described}",
             f"mmperf: torch {info['torch']}, torchvision {info['torchvision']}, "
-            f"{info['torch_threads']} torch threads, CPU capability {info['cpu_capability']}, "
-            f"native CPU bf16: {'yes' if info['cpu_native_bf16'] else 'no'}"]
+            f"{info['torch_threads']} threads, CPU capability {info['cpu_capability']}, "
+            f"native bf16: {'yes' if info['cpu_native_bf16'] else 'no'}"]
 
 
 # --------------------------------------------------------------------------- specs

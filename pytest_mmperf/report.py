@@ -4,16 +4,18 @@ The report works on plain dictionaries (``GuardResult.to_dict()``, pytest-benchm
 machine description) so that it never needs torch and so that the JSON written by one run can be
 rendered again later (``render_html`` in :mod:`pytest_mmperf.html` reads the same structure).
 
-JSON layout (``schema`` = ``"pytest-mmperf/1"``)::
+JSON layout (``schema`` = ``"pytest-mmperf/2"``: figures are the typed records of
+:mod:`pytest_mmperf.figures`)::
 
     {
-      "schema": "pytest-mmperf/1",
+      "schema": "pytest-mmperf/2",
       "created": "2026-11-28T16:03:27+00:00",
       "machine": {...},            # devices.machine_info()
       "settings": {...},           # resolved mmperf settings of the run
       "guards": [{...}, ...],      # GuardResult.to_dict() in execution order
       "benchmarks": [{...}, ...],  # pytest-benchmark results, see benchmark_rows()
-      "figures": [{...}, ...]      # free-form records: efficiency, stage breakdowns, claims
+      "figures": [{...}, ...]      # {"kind": "family" | "breakdown" | "efficiency" | "scaling"
+                                   #  | "claim" | any kind a test adds, ...}
     }
 """
 
@@ -27,10 +29,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pytest_mmperf.figures import SCHEMA
 from pytest_mmperf.files import write_text_atomic
 from pytest_mmperf.units import format_number
 
-SCHEMA = "pytest-mmperf/1"
 TABLE_WIDTH = 100
 
 # Column layout of the guard table: (header, width, alignment). The test column absorbs the rest.
@@ -43,14 +45,6 @@ _COLUMNS: tuple[tuple[str, int, str], ...] = (
     ("n x proc", 8, ">"),
     ("device", 7, "<"),
 )
-
-
-def _short_test_name(nodeid: str, width: int) -> str:
-    """Keep the end of a node id (the test name and its parameters), which is what differs."""
-    name = nodeid.split("::", 1)[-1] if "::" in nodeid else nodeid
-    if len(name) <= width:
-        return name
-    return "…" + name[-(width - 1) :]
 
 
 def _cell(text: str, width: int, align: str) -> str:
@@ -107,8 +101,12 @@ def format_guard_table(results: Sequence[Mapping[str, Any]], width: int = TABLE_
     for result in results:
         cells = guard_row(result)
         name = result.get("name")
-        label = f"{cells['test']}" if not name else f"{cells['test']} [{name}]"
-        line = _cell(_short_test_name(label, test_width), test_width, "<")
+        test = cells["test"].split("::", 1)[-1] if "::" in cells["test"] else cells["test"]
+        label = test if not name else f"{test} [{name}]"
+        if len(label) > test_width:  # the whole test id on its own line, the numbers below it
+            lines.append(cells["test"] if not name else f"{cells['test']} [{name}]")
+            label = "  ↳"
+        line = _cell(label, test_width, "<")
         line += "".join(" " + _cell(cells[col], w, align) for col, w, align in _COLUMNS)
         lines.append(line.rstrip())
     return lines

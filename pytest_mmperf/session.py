@@ -7,8 +7,8 @@ asked for a report file (then torch is loaded already, or needed for the machine
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -16,48 +16,24 @@ from pytest_mmperf import config as cfg
 from pytest_mmperf import report
 from pytest_mmperf.guard_fixture import RESULTS_KEY, SNAPSHOT_STORE_KEY
 
+if TYPE_CHECKING:
+    from pytest_mmperf.report_fixture import MmperfReport
+
 FIGURES_KEY = pytest.StashKey[list[dict[str, Any]]]()
 
 
-class ReportFigures:
-    """What a test adds to the run's report besides guards (the ``mmperf_report`` fixture).
-
-    Figure records are plain dicts with a ``kind`` (``family``, ``breakdown``, ``scaling``,
-    ``efficiency``, ``claim``, or any other kind, rendered as a table); see
-    :mod:`pytest_mmperf.html`.
-    """
-
-    def __init__(self, figures: list[dict[str, Any]], nodeid: str) -> None:
-        self._figures = figures
-        self._nodeid = nodeid
-
-    def add(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """Record a figure of ``kind`` with ``fields``; returns the stored record."""
-        if not isinstance(kind, str) or not kind:
-            raise ValueError(f"mmperf_report.add: kind must be a non-empty string, got {kind!r}")
-        record = {"kind": kind, "nodeid": self._nodeid, **fields}
-        self._figures.append(record)
-        return record
-
-    def breakdown(self, fn: Callable[[], Any], *, family: str, implementation: str,
-                  device: str = "cpu", repeats: int = 3) -> dict[str, Any]:
-        """Profile ``fn`` and record where its time goes, by ``torch.profiler.record_function``
-        labels starting with ``mmperf::`` (see :func:`pytest_mmperf.stages.stage_breakdown`)."""
-        from pytest_mmperf.stages import stage_breakdown
-
-        result = stage_breakdown(fn, repeats=repeats, device=device)
-        return self.add(**result.to_figure(family, implementation))
-
-    @property
-    def figures(self) -> list[dict[str, Any]]:
-        return list(self._figures)
-
-
 @pytest.fixture
-def mmperf_report(request: pytest.FixtureRequest) -> ReportFigures:
-    """Add figures (speedup families, stage breakdowns, scaling, claims) to the run's report."""
+def mmperf_report(request: pytest.FixtureRequest) -> MmperfReport:
+    """Measure and record figures for the run's report: ``family``, ``scaling``, ``claim``,
+    ``breakdown`` (see :mod:`pytest_mmperf.report_fixture`)."""
+    from pytest_mmperf.guard_fixture import guard_for_request
+    from pytest_mmperf.report_fixture import MmperfReport
+
     figures = request.config.stash.setdefault(FIGURES_KEY, [])
-    return ReportFigures(figures, request.node.nodeid)
+    guard = guard_for_request(request)
+    return MmperfReport(figures, request.node.nodeid, guard,
+                        benchmark=cfg.get_settings(request.config).benchmark,
+                        device=guard.device)
 
 
 def _benchmark_rows(config: pytest.Config) -> list[dict[str, Any]]:

@@ -352,3 +352,15 @@ def fit_loglog_slope(
     ss_res = sum((y - (slope * x + intercept)) ** 2 for x, y in zip(xs, ys, strict=True))
     r2 = 1.0 if ss_tot == 0 else max(0.0, 1.0 - ss_res / ss_tot)
     return slope, intercept, r2
+
+
+def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """``(q1, median, q3)`` of ``values`` (linear interpolation between order statistics, as
+    numpy's default); one value gives it three times. Raises ``ValueError`` when empty."""
+    data = [float(v) for v in values]
+    if not data:
+        raise ValueError("quartiles() of no values")
+    if len(data) == 1:
+        return data[0], data[0], data[0]
+    q1, q2, q3 = statistics.quantiles(data, n=4, method="inclusive")
+    return q1, q2, q3

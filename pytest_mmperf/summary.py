@@ -11,6 +11,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pytest_mmperf.headline import headline_lines
 from pytest_mmperf.report import TABLE_WIDTH
 from pytest_mmperf.units import format_bytes, format_number, format_seconds
 
@@ -141,6 +142,11 @@ def terminal_family_lines(report: Mapping[str, Any], width: int = TABLE_WIDTH) -
     A malformed record becomes one line saying so instead of breaking the summary."""
     figures = [f for f in report.get("figures") or [] if isinstance(f, Mapping)]
     lines: list[str] = []
+    answers = _guarded(headline_lines, figures, figures)
+    if answers:  # the answer first: one line per family and per claim
+        for line in answers:
+            lines += textwrap.wrap(line, width, subsequent_indent="    ")
+        lines.append("")
     for claim in (f for f in figures if f.get("kind") == "claim"):
         lines += _guarded(_claim_lines, [claim], claim, width)
     families: list[str] = []

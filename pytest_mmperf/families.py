@@ -1,0 +1,264 @@
+"""Measuring a family for the report: every implementation against the baseline, interleaved.
+
+:func:`measure_family` is what ``mmperf_report.family(...)`` runs (pytest-free; the fixture
+supplies the pair sampler, which pools worker processes under ``pytest --benchmark``):
+
+1. each non-baseline implementation is timed interleaved with the baseline
+   (:meth:`pytest_mmperf.guards.Guard.sample_pair`, the timing guards' machinery); its speedup
+   and interval pool the processes' log ratios (:func:`pytest_mmperf.stats.pool_log_ratios`),
+   its median and quartiles pool their per-call times; the baseline's row pools the baseline
+   times of every pair;
+2. throughput is ``items / median_s`` in ``<unit>/s``; with ``flops`` / ``bytes`` (a number, or
+   one per implementation) the achieved GFLOP/s or GB/s is set against the machine's calibrated
+   peak (:mod:`pytest_mmperf.calibrate`: a dense matmul of ``dtype``, a memory copy), reconciled
+   so that no fraction exceeds 1;
+3. optionally peak tensor memory of one call (:mod:`pytest_mmperf.counters`) and the stage
+   breakdown from the implementation's own ``mmperf::<stage>`` labels
+   (:mod:`pytest_mmperf.stages`).
+
+Callables are zero-argument and run as given (no ``inference_mode``: a training step must run
+with autograd); results are discarded.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_mmperf import stats
+from pytest_mmperf.figures import Breakdown, Efficiency, Family, FamilyRow, Scaling
+from pytest_mmperf.measure import PairSamples
+
+# sampler(candidate, baseline, label) -> samples of each pooled process (None: a worker process
+# measuring another pair; the family is not built there)
+PairSampler = Callable[[Callable[[], object], Callable[[], object], str],
+                       "list[PairSamples] | None"]
+
+
+@dataclass(frozen=True)
+class FamilyPlan:
+    """How much a family measures: per pair ``budget_s`` seconds in each of ``processes``
+    processes, at least ``min_blocks`` rounds; ``breakdown_repeats`` profiled calls per
+    implementation; ``calibration_s`` per machine peak (0: no peak, no efficiency)."""
+
+    budget_s: float
+    processes: int
+    min_blocks: int
+    breakdown_repeats: int
+    calibration_s: float
+
+
+SMOKE_PLAN = FamilyPlan(budget_s=0.05, processes=1, min_blocks=3, breakdown_repeats=1,
+                        calibration_s=0.05)
+BENCHMARK_PLAN = FamilyPlan(budget_s=1.5, processes=3, min_blocks=5, breakdown_repeats=3,
+                            calibration_s=0.5)
+
+
+@dataclass
+class FamilyFigures:
+    """What a family adds to the report."""
+
+    family: Family
+    breakdowns: list[Breakdown]
+    efficiencies: list[Efficiency]
+
+
+def _per_implementation(value: Any, names: Sequence[str], what: str) -> dict[str, float | None]:
+    if value is None:
+        return dict.fromkeys(names)
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ValueError(f"family {what}: {unknown} are not implementations of the family "
+                             f"({list(names)})")
+        out = {n: value.get(n) for n in names}
+    else:
+        out = dict.fromkeys(names, value)
+    for name, v in out.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real)
+                              or not math.isfinite(v) or v < 0):
+            raise ValueError(f"family {what}[{name!r}] must be a finite number >= 0, got {v!r}")
+    return {n: (None if v is None else float(v)) for n, v in out.items()}
+
+
+def check_family_args(name: object, implementations: object, baseline: object, items: object,
+                      unit: object) -> dict[str, Callable[[], object]]:
+    """Validate the arguments of ``family(...)``; returns the implementations as a dict."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"family name must be a non-empty string, got {name!r}")
+    if not isinstance(implementations, Mapping) or len(implementations) < 2:
+        raise TypeError(f"family {name!r}: implementations must be a mapping of at least two "
+                        f"names to zero-argument callables, got {implementations!r}")
+    impls = dict(implementations)
+    for impl, fn in impls.items():
+        if not isinstance(impl, str) or not impl:
+            raise ValueError(f"family {name!r}: implementation names must be non-empty strings, "
+                             f"got {impl!r}")
+        if not callable(fn):
+            raise TypeError(f"family {name!r}: implementation {impl!r} must be a zero-argument "
+                            f"callable, got {type(fn).__name__} {fn!r}")
+    if baseline not in impls:
+        raise ValueError(f"family {name!r}: baseline {baseline!r} is not one of the "
+                         f"implementations {list(impls)}")
+    if items is not None and (isinstance(items, bool) or not isinstance(items, numbers.Real)
+                              or not items > 0):
+        raise ValueError(f"family {name!r}: items must be a number > 0 (work items per call), "
+                         f"got {items!r}")
+    if not isinstance(unit, str) or not unit:
+        raise ValueError(f"family {name!r}: unit must be a non-empty string, got {unit!r}")
+    return impls
+
+
+def _row(impl: str, times: list[float], processes: list[PairSamples] | None,
+         confidence: float) -> FamilyRow:
+    q1, med, q3 = stats.quartiles(times)
+    if processes is None:  # the baseline
+        return FamilyRow(implementation=impl, median_s=med, q1_s=q1, q3_s=q3, speedup=1.0,
+                         speedup_ci=[1.0, 1.0], rounds=len(times), baseline=True)
+    pooled = stats.pool_log_ratios([p.log_ratios() for p in processes], confidence)
+    decision = stats.speedup_decision(pooled, 1.0)
+    return FamilyRow(implementation=impl, median_s=med, q1_s=q1, q3_s=q3,
+                     speedup=decision.estimate, speedup_ci=[decision.ci_low, decision.ci_high],
+                     rounds=sum(p.n_blocks for p in processes), processes=len(processes))
+
+
+def measure_family(name: str, implementations: Mapping[str, Callable[[], object]], *,
+                   baseline: str, sample: PairSampler, plan: FamilyPlan,
+                   items: float | None = None, unit: str = "items", flops: Any = None,
+                   bytes: Any = None, dtype: str | Mapping[str, str] = "float32",
+                   device: str = "cpu",
+                   title: str | None = None, breakdown: bool = True, memory: bool = True,
+                   note: str | None = None, confidence: float = 0.95,
+                   nodeid: str = "") -> FamilyFigures | None:
+    """Measure a family (see the module docstring); None in a worker process."""
+    impls = check_family_args(name, implementations, baseline, items, unit)
+    names = list(impls)
+    flops_of = _per_implementation(flops, names, "flops")
+    bytes_of = _per_implementation(bytes, names, "bytes")
+    dtype_of = _dtypes(dtype, names)
+    pairs: dict[str, list[PairSamples]] = {}
+    for impl in names:
+        if impl == baseline:
+            continue
+        got = sample(impls[impl], impls[baseline], f"{name}: {impl} vs {baseline}")
+        if got is not None:
+            pairs[impl] = got
+    if len(pairs) != len(names) - 1:
+        return None  # a worker: it measured its pair and stopped before this point
+    rows: dict[str, FamilyRow] = {}
+    for impl in names:
+        if impl == baseline:
+            times = [t for ps in pairs.values() for p in ps for t in p.baseline_s]
+            rows[impl] = _row(impl, times, None, confidence)
+        else:
+            rows[impl] = _row(impl, [t for p in pairs[impl] for t in p.candidate_s],
+                              pairs[impl], confidence)
+    if items is not None:
+        for row in rows.values():
+            row.throughput, row.throughput_unit = float(items) / row.median_s, f"{unit}/s"
+    efficiencies, peaks = _efficiency(name, rows, flops_of, bytes_of, dtype_of, device, plan,
+                                      nodeid)
+    if memory:
+        from pytest_mmperf.counters import measure_counters
+
+        for impl, row in rows.items():
+            row.peak_memory_bytes = measure_counters(impls[impl], device,
+                                                     metrics=("peak_memory",),
+                                                     warmup=1).peak_memory_bytes
+    breakdowns: list[Breakdown] = []
+    if breakdown:
+        from pytest_mmperf.stages import stage_breakdown
+
+        for impl in names:
+            figure = stage_breakdown(impls[impl], repeats=plan.breakdown_repeats,
+                                     device=device).to_figure(name, impl)
+            breakdowns.append(Breakdown.from_dict({**figure, "nodeid": nodeid}))
+    family = Family(family=name, title=title or name, baseline=baseline, unit=unit,
+                    items=None if items is None else float(items),
+                    rows=[rows[n] for n in names], peaks=peaks, note=note, nodeid=nodeid)
+    return FamilyFigures(family, breakdowns, efficiencies)
+
+
+def _dtypes(dtype: str | Mapping[str, str], names: Sequence[str]) -> dict[str, str]:
+    if isinstance(dtype, str):
+        return dict.fromkeys(names, dtype)
+    if not isinstance(dtype, Mapping):
+        raise TypeError(f"family dtype must be a dtype name or one per implementation, got "
+                        f"{dtype!r}")
+    unknown = sorted(set(dtype) - set(names))
+    if unknown:
+        raise ValueError(f"family dtype: {unknown} are not implementations ({list(names)})")
+    return {n: str(dtype.get(n, "float32")) for n in names}
+
+
+def _efficiency(name: str, rows: dict[str, FamilyRow], flops_of: dict[str, float | None],
+                bytes_of: dict[str, float | None], dtype_of: dict[str, str], device: str,
+                plan: FamilyPlan, nodeid: str
+                ) -> tuple[list[Efficiency], dict[str, dict[str, Any]]]:
+    """GFLOP/s and GB/s per row against reconciled peaks (no fraction above 1). Peaks are keyed
+    by the matmul dtype (``"float32"``, ``"bfloat16"``) or ``"memcpy"``."""
+    if plan.calibration_s <= 0:
+        return [], {}
+    from pytest_mmperf.calibrate import matmul_peak, memcpy_peak, reconcile_peak
+
+    rates: dict[str, tuple[str, float]] = {}  # implementation -> (peak key, rate)
+    for impl, row in rows.items():
+        if flops_of[impl] is not None:
+            row.gflops = flops_of[impl] / row.median_s / 1e9  # type: ignore[operator]
+            rates[impl] = (dtype_of[impl], row.gflops)
+        elif bytes_of[impl] is not None:
+            row.achieved_gbps = bytes_of[impl] / row.median_s / 1e9  # type: ignore[operator]
+            rates[impl] = ("memcpy", row.achieved_gbps)
+    peaks: dict[str, Any] = {}
+    for key in sorted({k for k, _ in rates.values()}):
+        raw = (memcpy_peak(device, min_run_time=plan.calibration_s) if key == "memcpy"
+               else matmul_peak(key, device, min_run_time=plan.calibration_s))
+        achieved = {impl: rate for impl, (k, rate) in rates.items() if k == key}
+        peaks[key] = reconcile_peak(raw, achieved, min_run_time=2 * plan.calibration_s)
+    out: list[Efficiency] = []
+    for impl, (key, rate) in rates.items():
+        peak = peaks[key]
+        fraction = rate / peak.value
+        unit = "GB/s (memory copy)" if key == "memcpy" else f"GFLOP/s ({key} matmul)"
+        rows[impl].peak_fraction, rows[impl].peak_unit = fraction, unit
+        out.append(Efficiency(family=name, implementation=impl, achieved=rate, peak=peak.value,
+                              unit=peak.unit, fraction=fraction, nodeid=nodeid))
+    return out, {k: p.to_dict() for k, p in peaks.items()}
+
+
+def measure_scaling(name: str, fns: Mapping[str, Callable[[Any], Callable[[], object]]],
+                    sizes: Sequence[float], *, metrics: Sequence[str], device: str,
+                    time_budget_s: float, min_blocks: int, nodeid: str = "") -> list[Scaling]:
+    """Time (median per call) and/or peak tensor memory of ``fns[impl](size)()`` at each size,
+    with the fitted log-log slope, one :class:`Scaling` per implementation and metric."""
+    from pytest_mmperf.measure import time_one
+
+    records: list[Scaling] = []
+    for impl, fn_of_size in fns.items():
+        values: dict[str, list[float]] = {m: [] for m in metrics}
+        for size in sizes:
+            fn = fn_of_size(size)
+            if not callable(fn):
+                raise TypeError(f"scaling {name!r}: the factory of {impl!r} returned "
+                                f"{type(fn).__name__} for size {size!r}; it must return a "
+                                "zero-argument callable")
+            if "time" in values:
+                values["time"].append(time_one(
+                    fn, device, budget_s=time_budget_s / len(sizes), min_blocks=min_blocks,
+                    warmup_s=0.02, inference_mode=False).median_s)
+            if "memory" in values:
+                from pytest_mmperf.counters import measure_counters
+
+                report = measure_counters(fn, device, metrics=("peak_memory",), warmup=1)
+                values["memory"].append(float(report.peak_memory_bytes or 0))
+        for metric, vals in values.items():
+            slope, _, r2 = stats.fit_loglog_slope([float(s) for s in sizes],
+                                                  [max(v, 1e-30) for v in vals])
+            records.append(Scaling(family=name, implementation=impl, metric=metric,
+                                   unit="s" if metric == "time" else "bytes",
+                                   sizes=[float(s) for s in sizes], values=vals, slope=slope,
+                                   r2=r2, nodeid=nodeid))
+    return records

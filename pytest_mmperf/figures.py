@@ -1,0 +1,189 @@
+"""The report's figure records: typed, versioned, and equal to what the JSON holds.
+
+Every record has a ``kind``; ``to_dict()`` is exactly the record written under ``figures`` in
+``--mmperf-json`` (schema :data:`SCHEMA`) and rendered by the terminal summary and the HTML:
+
+* :class:`Family` (``"family"``): implementations of one operation measured against a baseline:
+  one :class:`FamilyRow` per implementation (median and quartiles of seconds per call, speedup
+  over the baseline with its interval, throughput, GFLOP/s or GB/s and the fraction of the
+  machine's calibrated peak, peak tensor memory).
+* :class:`Breakdown` (``"breakdown"``): seconds per call in each ``mmperf::<stage>`` label.
+* :class:`Efficiency` (``"efficiency"``): achieved against peak, one per row with a peak.
+* :class:`Scaling` (``"scaling"``): a metric against size with its fitted log-log slope.
+* :class:`Claim` (``"claim"``): a claimed range, what was measured, the verdict.
+
+Torch-free and pytest-free: a report read back from JSON renders with the same code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+SCHEMA = "pytest-mmperf/2"
+CLAIM_VERDICTS = ("confirmed", "refuted", "inconclusive")
+
+
+class _Record:
+    kind: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> Any:
+        """The record of a JSON report (unknown keys are ignored, as a newer writer may add)."""
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in record.items() if k in names})
+
+
+@dataclass(kw_only=True)
+class FamilyRow(_Record):
+    """One implementation of a family. Times are seconds per call of this implementation's
+    callable; ``speedup`` is t_baseline / t_implementation with its ``speedup_ci`` interval."""
+
+    kind: ClassVar[str] = "family-row"
+    implementation: str
+    median_s: float
+    q1_s: float
+    q3_s: float
+    speedup: float
+    speedup_ci: list[float]
+    rounds: int
+    processes: int = 1
+    baseline: bool = False
+    throughput: float | None = None
+    throughput_unit: str | None = None
+    gflops: float | None = None
+    achieved_gbps: float | None = None
+    peak_fraction: float | None = None
+    peak_unit: str | None = None
+    peak_memory_bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(kw_only=True)
+class Family(_Record):
+    """A family: ``rows`` in the caller's order, the baseline's row included."""
+
+    kind: ClassVar[str] = "family"
+    family: str
+    title: str
+    baseline: str
+    unit: str
+    items: float | None = None
+    rows: list[FamilyRow] = field(default_factory=list)
+    peaks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    note: str | None = None
+    nodeid: str = ""
+
+    def row(self, implementation: str) -> FamilyRow:
+        for row in self.rows:
+            if row.implementation == implementation:
+                return row
+        raise KeyError(f"family {self.family!r} has no implementation {implementation!r}; it has "
+                       f"{[r.implementation for r in self.rows]}")
+
+    @property
+    def fastest(self) -> FamilyRow:
+        """The row with the lowest median time."""
+        return min(self.rows, key=lambda r: r.median_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        record = {"kind": self.kind, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        record["rows"] = [r.to_dict() for r in self.rows]
+        return record
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> Family:
+        family: Family = super().from_dict(record)
+        family.rows = [r if isinstance(r, FamilyRow) else FamilyRow.from_dict(r)
+                       for r in record.get("rows", [])]
+        return family
+
+
+@dataclass(kw_only=True)
+class Breakdown(_Record):
+    """Seconds per call in each stage (``mmperf::<stage>`` labels; the rest under
+    ``other (unlabelled)``); the values add up to ``total_s``."""
+
+    kind: ClassVar[str] = "breakdown"
+    family: str
+    implementation: str
+    stages: dict[str, float]
+    total_s: float
+    repeats: int = 1
+    device: str = "cpu"
+    cpu_stages: dict[str, float] | None = None
+    device_stages: dict[str, float] | None = None
+    nodeid: str = ""
+
+    def largest(self) -> tuple[str, float] | None:
+        """The largest stage and its share of ``total_s`` (None without stages)."""
+        if not self.stages or self.total_s <= 0:
+            return None
+        stage, seconds = max(self.stages.items(), key=lambda kv: kv[1])
+        return stage, seconds / self.total_s
+
+
+@dataclass(kw_only=True)
+class Efficiency(_Record):
+    kind: ClassVar[str] = "efficiency"
+    family: str
+    implementation: str
+    achieved: float
+    peak: float
+    unit: str
+    fraction: float
+    nodeid: str = ""
+
+
+@dataclass(kw_only=True)
+class Scaling(_Record):
+    """``values`` of ``metric`` (in ``unit``) at ``sizes``; ``slope``: the log-log exponent."""
+
+    kind: ClassVar[str] = "scaling"
+    family: str
+    implementation: str
+    metric: str
+    unit: str
+    sizes: list[float]
+    values: list[float]
+    slope: float
+    r2: float = math.nan
+    nodeid: str = ""
+
+
+@dataclass(kw_only=True)
+class Claim(_Record):
+    """``claimed``: the range [low, high] of a claim (in ``unit``); ``measured`` and ``interval``:
+    value and interval per label, the first label being the claim's own subject."""
+
+    kind: ClassVar[str] = "claim"
+    title: str
+    claimed: list[float]
+    measured: dict[str, float]
+    interval: dict[str, list[float]]
+    verdict: str
+    text: str = ""
+    unit: str = "x"
+    nodeid: str = ""
+
+
+KINDS: dict[str, type[_Record]] = {c.kind: c for c in (Family, Breakdown, Efficiency, Scaling,
+                                                       Claim)}
+
+
+def claim_verdict(claimed: tuple[float, float] | list[float], interval: list[float]) -> str:
+    """``refuted`` when the interval lies below the claimed range's low end, ``confirmed`` when
+    it lies at or above it, else ``inconclusive``."""
+    low = float(claimed[0])
+    if interval[1] < low:
+        return "refuted"
+    if interval[0] >= low:
+        return "confirmed"
+    return "inconclusive"
