@@ -40,6 +40,7 @@ from pytest_mmperf.constants import (
     DEFAULT_PROCESSES,
     DEFAULT_SNAPSHOTS,
     INCONCLUSIVE_POLICIES,
+    ISOLATIONS,
     SCALES,
 )
 
@@ -119,6 +120,7 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
 
 parse_scale = _choice(SCALES)
 parse_inconclusive = _choice(INCONCLUSIVE_POLICIES)
+parse_isolation = _choice(ISOLATIONS)
 
 
 def parse_path(text: str) -> Path:
@@ -234,6 +236,10 @@ SETTINGS: tuple[Setting, ...] = (
             f"threshold: {' | '.join(INCONCLUSIVE_POLICIES)} (default: {DEFAULT_INCONCLUSIVE})",
             parse_inconclusive, ", ".join(INCONCLUSIVE_POLICIES), DEFAULT_INCONCLUSIVE,
             metavar="POLICY"),
+    Setting("isolation", "how timing guards start their worker processes: fork (from a server "
+            "that imported pytest and torch once per session; the default where os.fork "
+            "exists) | spawn (a fresh interpreter per worker)", parse_isolation,
+            ", ".join(ISOLATIONS), "fork", metavar="MODE"),
     Setting("json", "write the run's guard results and machine info as JSON to this path",
             parse_path, "a file path", None, metavar="PATH"),
     Setting("html", "write an HTML report of the run to this path", parse_path, "a file path",
@@ -268,6 +274,7 @@ class MmperfSettings:
     processes: int = DEFAULT_PROCESSES
     confidence: float = DEFAULT_CONFIDENCE
     inconclusive: str = DEFAULT_INCONCLUSIVE
+    isolation: str = "fork"
     json: Path | None = None
     html: Path | None = None
     snapshots: Path | None = None

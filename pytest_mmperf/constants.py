@@ -18,6 +18,7 @@ BENCHMARK_PROCESSES = 5
 DEFAULT_CONFIDENCE = 0.95
 INCONCLUSIVE_POLICIES = ("estimate", "fail", "skip")
 DEFAULT_INCONCLUSIVE = "estimate"
+ISOLATIONS = ("fork", "spawn")  # how timing-guard workers start (--mmperf-isolation)
 
 # Guard metrics: what the counter guards and snapshots count, what scaling() can fit.
 COUNTER_METRICS = ("ops", "flops", "bytes", "peak_memory", "syncs")

@@ -18,6 +18,7 @@ adds what only a pytest run has:
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -25,6 +26,7 @@ import pytest
 
 from pytest_mmperf.config import get_settings
 from pytest_mmperf.constants import DEFAULT_SNAPSHOTS
+from pytest_mmperf.forkserver import ForkServer, fork_available
 from pytest_mmperf.guards import Guard, GuardResult, GuardSettings, Instruments, Spawner
 from pytest_mmperf.isolation import WorkerSpec, pytest_spawner, write_worker_output
 from pytest_mmperf.measure import PairSamples
@@ -32,6 +34,7 @@ from pytest_mmperf.measure import PairSamples
 XDIST_SKIP_REASON = "timing guards are skipped under pytest-xdist: parallel workers distort timing"
 RESULTS_KEY = pytest.StashKey[list[GuardResult]]()
 SNAPSHOT_STORE_KEY = pytest.StashKey[Any]()
+FORK_SERVER_KEY = pytest.StashKey[list[Any]]()
 TIMING_MARKER = "mmperf_timing"
 
 
@@ -173,5 +176,19 @@ def guard_for_request(request: pytest.FixtureRequest) -> PytestGuard:
                         spawner=None, snapshot_store=_LazySnapshotStore(config), worker=worker,
                         under_xdist=under_xdist(config),
                         is_marked=lambda: node.get_closest_marker(TIMING_MARKER) is not None)
-    guard.spawner = pytest_spawner(config, node.nodeid, lambda: guard.failed_calls)
+    guard.spawner = pytest_spawner(config, node.nodeid, lambda: guard.failed_calls,
+                                   lambda: fork_server(config))
     return guard
+
+
+def fork_server(config: pytest.Config) -> ForkServer | None:
+    """The session's fork server for timing-guard workers (started at the first worker, closed
+    at the end of the session); None under ``--mmperf-isolation=spawn`` or without os.fork."""
+    holder = config.stash.get(FORK_SERVER_KEY, None)
+    if holder is None:
+        server = None
+        if get_settings(config).isolation == "fork" and fork_available():
+            server = ForkServer(sys.executable, config.rootpath)
+            config.add_cleanup(server.close)
+        holder = config.stash[FORK_SERVER_KEY] = [server]
+    return holder[0]

@@ -20,6 +20,7 @@ Outside pytest::
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -246,6 +247,7 @@ class Guard:
         early = self._start(kind, name, dev, timing=True, timing_run=run)
         if early is not None:
             return early
+        started = time.perf_counter()
         index = self.call_index
         seed = s.seed * 1000 + index * 10
         spawner = self.spawner
@@ -268,6 +270,8 @@ class Guard:
                            policy=s.inconclusive)
         result = GuardResult(nodeid=self.nodeid, kind=kind, name=name, device=dev,
                              **outcome.fields)
+        # where the wall time went: measuring (elapsed_s) against the whole guard
+        result.extra["guard_wall_s"] = time.perf_counter() - started
         if outcome.inconclusive:
             if s.inconclusive == "estimate":
                 # the user's line: warn <- _ratio <- faster/not_slower <- the test

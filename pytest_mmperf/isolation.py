@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mmperf.files import write_atomic
+from pytest_mmperf.forkserver import ForkServer, ForkServerError
 from pytest_mmperf.measure import PairSamples
 
 WORKER_ENV = "PYTEST_MMPERF_WORKER"
@@ -187,6 +188,26 @@ def _tail(text: str, limit: int = TAIL_CHARS) -> str:
     return text if len(text) <= limit else "…" + text[-limit:]
 
 
+def _run_process(command: Sequence[str], *, cwd: str | os.PathLike[str], env: Mapping[str, str],
+                 timeout_s: float, server: ForkServer | None) -> tuple[int, str]:
+    """Exit code and output of one worker: forked from ``server`` (``command`` is then
+    ``python -m pytest ARGS``) or started as a fresh interpreter."""
+    if server is not None and list(command[1:3]) == ["-m", "pytest"]:
+        fd, out = tempfile.mkstemp(prefix="mmperf-worker-", suffix=".log")
+        os.close(fd)
+        try:
+            code = server.run(command[3:], env=env, output=out, timeout_s=timeout_s)
+            return code, Path(out).read_text(encoding="utf-8", errors="replace")
+        except subprocess.TimeoutExpired as exc:
+            exc.output = Path(out).read_text(encoding="utf-8", errors="replace")
+            raise
+        finally:
+            Path(out).unlink(missing_ok=True)
+    proc = subprocess.run(list(command), cwd=os.fspath(cwd), env=dict(env), capture_output=True,
+                          text=True, timeout=timeout_s, check=False)
+    return proc.returncode, (proc.stdout or "") + "\n" + (proc.stderr or "")
+
+
 def run_worker(
     spec: WorkerSpec,
     command: Sequence[str],
@@ -194,8 +215,10 @@ def run_worker(
     cwd: str | os.PathLike[str],
     timeout_s: float | None = None,
     env: Mapping[str, str] | None = None,
+    server: ForkServer | None = None,
 ) -> PairSamples:
-    """Run one worker to completion and return its samples.
+    """Run one worker to completion and return its samples (``wall_s``: the worker's whole
+    wall time, start-up included).
 
     Raises :class:`WorkerError` with the worker number, exit code and output tail when the worker
     times out, crashes, never reaches the guard, or reports an error of its own.
@@ -209,10 +232,8 @@ def run_worker(
     start = time.perf_counter()
     who = f"mmperf worker {spec.process} for {spec.nodeid} (guard call #{spec.index + 1})"
     try:
-        proc = subprocess.run(
-            list(command), cwd=os.fspath(cwd), env=full_env, capture_output=True, text=True,
-            timeout=timeout_s, check=False,
-        )
+        returncode, raw = _run_process(command, cwd=cwd, env=full_env, timeout_s=timeout_s,
+                                       server=server)
     except subprocess.TimeoutExpired as exc:
         parts = [p.decode(errors="replace") if isinstance(p, bytes) else (p or "")
                  for p in (exc.stdout, exc.stderr)]
@@ -222,37 +243,43 @@ def run_worker(
             f"output tail:\n{_tail(out)}",
             output_tail=_tail(out),
         ) from exc
-    output = _tail((proc.stdout or "") + "\n" + (proc.stderr or ""))
+    wall_s = time.perf_counter() - start
+    output = _tail(raw)
     path = Path(spec.output)
     if not path.exists():
         raise WorkerError(
-            f"{who} exited with code {proc.returncode} after {time.perf_counter() - start:.1f} s "
+            f"{who} exited with code {returncode} after {wall_s:.1f} s "
             f"without writing samples (did the test fail before the guard, or take a different "
             f"path in a fresh process?); command: {' '.join(command)}\noutput tail:\n{output}",
-            returncode=proc.returncode, output_tail=output,
+            returncode=returncode, output_tail=output,
         )
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     finally:
         path.unlink(missing_ok=True)
     if "error" in payload:
-        raise WorkerError(f"{who} reported: {payload['error']}", returncode=proc.returncode,
+        raise WorkerError(f"{who} reported: {payload['error']}", returncode=returncode,
                           output_tail=output)
     try:
-        return PairSamples.from_dict(payload["samples"])
+        samples = PairSamples.from_dict(payload["samples"])
     except (KeyError, ValueError, TypeError) as exc:
         raise WorkerError(f"{who} wrote unreadable samples to {path}: {exc}",
-                          returncode=proc.returncode, output_tail=output) from exc
+                          returncode=returncode, output_tail=output) from exc
+    samples.wall_s = wall_s
+    return samples
 
 
 def pytest_spawner(config: Any, nodeid: str,
                    failed_calls: Callable[[], Sequence[int]] = tuple,
+                   fork_server: Callable[[], ForkServer | None] = lambda: None,
                    ) -> Callable[[int, int, float, int], PairSamples]:
     """A guard spawner for a pytest run: ``spawn(index, process, budget_s, seed) -> samples``.
 
     ``config`` is the parent's ``pytest.Config`` (only its public attributes are read, so this
     module still does not import pytest). ``failed_calls()``: the indices of the test's earlier
     guard calls that failed, handed to the worker (:attr:`WorkerSpec.failed`).
+    ``fork_server()``: the session's :class:`~pytest_mmperf.forkserver.ForkServer` (None: start
+    fresh interpreters); once it fails, the rest of the session starts fresh interpreters.
     """
     rootdir = config.rootpath
     inifile = config.inipath
@@ -273,7 +300,13 @@ def pytest_spawner(config: Any, nodeid: str,
                           tuple(i for i in failed_calls() if i < index))
         command = worker_command(nodeid, rootdir=rootdir, inifile=inifile, parent_args=args,
                                  xdist_loaded=xdist_loaded, takes_value=takes_value)
+        server = fork_server()
         try:
+            if server is not None and not server.broken:
+                try:
+                    return run_worker(spec, command, cwd=rootdir, server=server)
+                except ForkServerError:
+                    pass  # server.broken is set: fresh interpreters from now on
             return run_worker(spec, command, cwd=rootdir)
         finally:
             Path(out).unlink(missing_ok=True)

@@ -169,6 +169,7 @@ class PairSamples:
     elapsed_s: float = 0.0
     stopped_by: str = "budget"
     pid: int = field(default_factory=os.getpid)
+    wall_s: float = 0.0  # a worker's whole wall time, start-up included (set by the parent)
 
     @property
     def n_blocks(self) -> int:

@@ -114,8 +114,10 @@ def conclude(question: RatioQuestion, processes: list[PairSamples], *, label: st
     rd = question.decide(processes)
     verdict, decided_by = rd.decision.value, "interval"
     if rd.decision == stats.Decision.INCONCLUSIVE and policy == "estimate":
+        # Beyond the threshold by more than the between-process spread: fail; else pass.
         verdict = stats.point_decision(rd.estimate, rd.threshold,
-                                       at_least=question.kind == "faster").value
+                                       at_least=question.kind == "faster",
+                                       margin=rd.pooled.tau).value
         decided_by = "estimate"
     metric = question.metric
     counts = [p.n_blocks for p in processes]
@@ -139,7 +141,9 @@ def conclude(question: RatioQuestion, processes: list[PairSamples], *, label: st
     if rd.decision == stats.Decision.INCONCLUSIVE:
         message += (f"\n  INCONCLUSIVE: the interval straddles {rd.threshold:.3g} after "
                     f"{budget_s:g} s x {len(processes)} processes; "
-                    + ("the point estimate decided; " if decided_by == "estimate" else "")
+                    + (f"the point estimate decided (a failure needs it beyond the threshold by "
+                       f"more than the between-process sd {rd.pooled.tau:.3f}); "
+                       if decided_by == "estimate" else "")
                     + HOW_TO_DECIDE)
     fields = dict(
         metric=metric, estimate=rd.estimate, ci_low=rd.ci_low, ci_high=rd.ci_high,
@@ -151,6 +155,7 @@ def conclude(question: RatioQuestion, processes: list[PairSamples], *, label: st
                "threads": processes[0].threads, "inference_mode": processes[0].inference_mode,
                "interval_decision": rd.decision.value, "policy": policy,
                "elapsed_s": [p.elapsed_s for p in processes],
+               "worker_wall_s": [p.wall_s for p in processes[1:]],
                "pids": [p.pid for p in processes]},
     )
     return Conclusion(rd, verdict, decided_by, message, fields)

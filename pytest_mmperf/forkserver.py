@@ -1,0 +1,206 @@
+"""A fork server for timing-guard workers: import pytest and torch once, fork a child per worker.
+
+A worker re-runs one test item in a fresh process (:mod:`pytest_mmperf.isolation`). Started as a
+new interpreter, it spends seconds before measuring anything: the interpreter, ``import torch``
+and the plugin (docs/measurements.md#worker-start-up). The server is a process started once per
+pytest session that has imported pytest, torch and the plugin and *nothing else*: no torch op
+has run in it, so no OpenMP pool or CUDA context exists to be broken by ``fork``. Each worker is
+a child forked from it that runs ``pytest.main(argv)`` with the worker's environment; the test
+module, its inputs and every kernel choice are made in the child, as in a fresh interpreter.
+
+Protocol (one JSON object per line): the server prints ``{"ready": pid}``; for each request
+``{"argv": [...], "cwd": ..., "env": {...}, "output": path}`` it forks, prints
+``{"child": pid}``, waits and prints ``{"returncode": rc}``; the child's stdout and stderr go to
+``output``. ``{"exit": true}`` or end of input stops it. POSIX only (``os.fork``); elsewhere the
+plugin starts fresh interpreters. Pytest-free at import (the server imports pytest itself).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+PRELOAD = ("pytest", "torch", "pytest_mmperf.plugin", "pytest_mmperf.guard_fixture",
+           "pytest_mmperf.counters", "pytest_mmperf.measure")
+START_TIMEOUT_S = 120.0
+
+
+class ForkServerError(RuntimeError):
+    """The server could not start or stopped answering; the caller falls back to spawning."""
+
+
+def fork_available() -> bool:
+    return hasattr(os, "fork") and sys.platform != "win32"
+
+
+class ForkServer:
+    """Client side: start the server lazily, run workers through it, close it at the end."""
+
+    def __init__(self, python: str, cwd: str | os.PathLike[str],
+                 env: Mapping[str, str] | None = None) -> None:
+        self.python, self.cwd = python, os.fspath(cwd)
+        self.env = dict(os.environ if env is None else env)
+        self._proc: subprocess.Popen[str] | None = None
+        self.start_s: float | None = None  # seconds the server took to start (imports)
+        self.broken = False  # set by the first failure; callers then spawn interpreters
+        self._ready = False
+        self._launched = 0.0
+
+    def prestart(self) -> None:
+        """Start the server now without waiting for it (its imports overlap the tests that run
+        before the first worker); :meth:`run` waits for it to be ready."""
+        if self._proc is None and not self.broken and fork_available():
+            try:
+                self._launch()
+            except ForkServerError:
+                pass  # broken: the first worker spawns an interpreter instead
+
+    def _launch(self) -> None:
+        env = {k: v for k, v in self.env.items() if k != "PYTEST_MMPERF_WORKER"}
+        self._launched = time.perf_counter()
+        self._ready = False
+        try:
+            self._proc = subprocess.Popen(
+                [self.python, "-c", "from pytest_mmperf.forkserver import serve; serve()"],
+                cwd=self.cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        except OSError as exc:
+            self.broken = True
+            raise ForkServerError(f"the fork server could not start: {exc}") from exc
+
+    def _start(self) -> subprocess.Popen[str]:
+        if self._proc is not None and self._ready and self._proc.poll() is None:
+            return self._proc
+        if self.broken:
+            raise ForkServerError("the fork server failed earlier in this session")
+        if not fork_available():
+            self.broken = True
+            raise ForkServerError("os.fork is not available on this platform")
+        if self._proc is None or self._proc.poll() is not None:
+            self._launch()
+        ready = self._read(START_TIMEOUT_S)
+        if "ready" not in ready:
+            self._fail()
+            raise ForkServerError(f"the fork server did not start: {ready}")
+        self._ready = True
+        self.start_s = time.perf_counter() - self._launched
+        assert self._proc is not None
+        return self._proc
+
+    def _read(self, timeout_s: float) -> dict[str, Any]:
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+        if not ready:
+            return {"timeout": True}
+        line = proc.stdout.readline()
+        if not line:
+            return {"eof": True, "returncode": proc.poll()}
+        return dict(json.loads(line))
+
+    def run(self, argv: Sequence[str], *, env: Mapping[str, str], output: str,
+            timeout_s: float) -> int:
+        """Run ``pytest.main(argv)`` in a forked child with ``env``; its output goes to the file
+        ``output``. Returns the exit code; raises ``subprocess.TimeoutExpired`` after
+        ``timeout_s`` (the child is killed) and :class:`ForkServerError` if the server died."""
+        proc = self._start()
+        assert proc.stdin is not None
+        request = {"argv": list(argv), "cwd": self.cwd, "env": dict(env), "output": output}
+        try:
+            proc.stdin.write(json.dumps(request) + "\n")
+            proc.stdin.flush()
+        except OSError as exc:
+            self._fail()
+            raise ForkServerError(f"the fork server stopped accepting work: {exc}") from exc
+        child = self._read(30.0).get("child")
+        if child is None:
+            self._fail()
+            raise ForkServerError("the fork server did not fork a worker")
+        reply = self._read(timeout_s)
+        if reply.get("timeout"):
+            try:
+                os.kill(int(child), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._read(30.0)  # the server reports the killed child's exit
+            raise subprocess.TimeoutExpired(list(argv), timeout_s)
+        if "returncode" not in reply or reply.get("eof"):
+            self._fail()
+            raise ForkServerError(f"the fork server died while a worker ran: {reply}")
+        return int(reply["returncode"])
+
+    def _fail(self) -> None:
+        self.broken = True
+        self.close()
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin is not None:
+                proc.stdin.write(json.dumps({"exit": True}) + "\n")
+                proc.stdin.close()
+            proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            proc.kill()
+            proc.wait()
+
+
+def _child(request: Mapping[str, Any]) -> int:
+    """In the forked child: the worker's environment, output and ``pytest.main``."""
+    import pytest
+
+    fd = os.open(request["output"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.chdir(request["cwd"])
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return int(pytest.main(list(request["argv"])))
+
+
+def serve(stdin: IO[str] | None = None, stdout: IO[str] | None = None) -> None:
+    """The server loop (run as ``python -c "from pytest_mmperf.forkserver import serve;
+    serve()"``)."""
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    inp, out = stdin or sys.stdin, stdout or sys.stdout
+    out.write(json.dumps({"ready": os.getpid()}) + "\n")
+    out.flush()
+    for line in inp:
+        request = json.loads(line)
+        if request.get("exit"):
+            break
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 70
+            try:
+                code = _child(request)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:  # noqa: BLE001 - reported through the output file
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        out.write(json.dumps({"child": pid}) + "\n")
+        out.flush()
+        _, status = os.waitpid(pid, 0)
+        out.write(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}) + "\n")
+        out.flush()
