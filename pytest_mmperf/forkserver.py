@@ -54,8 +54,9 @@ class ForkServer:
         self._launched = 0.0
 
     def prestart(self) -> None:
-        """Start the server now without waiting for it (its imports overlap the tests that run
-        before the first worker); :meth:`run` waits for it to be ready."""
+        """Start the server now without waiting for it; :meth:`run` waits for it to be ready.
+        (The plugin does not prestart: on a 2-core machine the server's imports would compete
+        with the parent's own measurement.)"""
         if self._proc is None and not self.broken and fork_available():
             try:
                 self._launch()

@@ -148,7 +148,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 and item.get_closest_marker("mmperf_timing") is None
                 and detector.any_calls_timing(_item_functions(item))):
             item.add_marker("mmperf_timing")
-    _prestart_fork_server(config, items)
     if not cfg.get_settings(config).benchmark:
         return
     keep: list[pytest.Item] = []
@@ -160,23 +159,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
-
-
-def _prestart_fork_server(config: pytest.Config, items: Sequence[pytest.Item]) -> None:
-    """Start the timing-guard workers' fork server in the background when timing tests were
-    collected, so its imports overlap the tests that run first."""
-    import os
-
-    settings = cfg.get_settings(config)
-    if (settings.processes < 2 or settings.isolation != "fork"
-            or os.environ.get("PYTEST_MMPERF_WORKER") or hasattr(config, "workerinput")
-            or not any(i.get_closest_marker("mmperf_timing") for i in items)):
-        return
-    from pytest_mmperf.guard_fixture import fork_server
-
-    server = fork_server(config)
-    if server is not None:
-        server.prestart()
 
 
 # --------------------------------------------------------------------------- report header
