@@ -10,7 +10,7 @@ report renders the same; torch-free.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,5 +120,78 @@ def claim_answers(figures: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def headline_lines(figures: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The summary: one line per family, then one per claim."""
-    return [a.text() for a in family_answers(figures)] + claim_answers(figures)
+    """The summary: one line per family, then one per claim, then one per optimised
+    implementation below a quarter of its roofline (:func:`roofline_flags`)."""
+    return ([a.text() for a in family_answers(figures)] + claim_answers(figures)
+            + [f"BELOW ROOFLINE {line}" for line in family_roofline_flags(figures)])
+
+
+def family_roofline_flags(figures: Sequence[Mapping[str, Any]]) -> list[str]:
+    """:func:`roofline_flags` over the report's family rows and breakdowns (baselines, the
+    "before" versions, are not flagged)."""
+    rows = [{**row, "family": record.get("family")} for record in figures
+            if record.get("kind") == "family" for row in record.get("rows") or []
+            if isinstance(row, Mapping)]
+    try:
+        return roofline_flags(rows, [f for f in figures if f.get("kind") == "breakdown"])
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return []  # a malformed record: the details section shows its raw values
+
+
+ROOFLINE_FLAG_BELOW = 0.25  # an optimised implementation under 25 % of its peak gets a line
+
+
+def roofline_flags(rows: Iterable[Mapping[str, Any]],
+                   breakdowns: Iterable[Mapping[str, Any]] = (), *,
+                   threshold: float = ROOFLINE_FLAG_BELOW,
+                   baselines: Collection[str] = ()) -> list[str]:
+    """One line per optimised implementation below ``threshold`` of its roofline, naming its
+    largest stage, so the next gap like "batched preprocessing at 4.5 % of the copy peak" is
+    seen in the report instead of read off a table.
+
+    Args:
+        rows: figure rows, each with ``family``, ``implementation`` and ``peak_fraction``
+            (achieved / peak, e.g. from :func:`efficiency`); ``peak_unit`` is shown when present.
+            Rows without a finite ``peak_fraction``, with ``baseline: True``, or whose
+            implementation is in ``baselines`` (the "before" versions) are not flagged.
+        breakdowns: breakdown records (``StageBreakdown.to_figure(family, implementation)``:
+            ``family``, ``implementation``, ``stages``, ``total_s``); the largest stage of the
+            matching record is named, else "no stage breakdown".
+        threshold: the fraction under which a row is flagged (default 25 %).
+
+    Returns:
+        Lines such as ``"preprocessing/batched at 4.5 % of its peak (GB/s, < 25 %): largest
+        stage normalize 46 % (7.6 ms of 16.5 ms)"``, in the order of ``rows``.
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
+            or not 0 < threshold <= 1:
+        raise ValueError(f"roofline_flags(threshold={threshold!r}) must be a fraction in (0, 1]")
+    by_key: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for record in breakdowns:
+        by_key[(str(record.get("family")), str(record.get("implementation")))] = record
+    lines: list[str] = []
+    for row in rows:
+        fraction = row.get("peak_fraction")
+        impl = str(row.get("implementation"))
+        if row.get("baseline") or impl in baselines or isinstance(fraction, bool) \
+                or not isinstance(fraction, (int, float)) or not math.isfinite(fraction) \
+                or fraction >= threshold:
+            continue
+        family = str(row.get("family"))
+        unit = f"{row['peak_unit']}, " if row.get("peak_unit") else ""
+        head = (f"{family}/{impl} at {100 * fraction:.1f} % of its peak "
+                f"({unit}< {100 * threshold:.0f} %)")
+        found = by_key.get((family, impl))
+        stages = dict(found.get("stages") or {}) if found is not None else {}
+        if found is None or not stages:
+            lines.append(f"{head}: no stage breakdown")
+            continue
+        stage, seconds = max(stages.items(), key=lambda kv: kv[1])
+        total = float(found.get("total_s") or sum(stages.values()))
+        share = f"{100 * seconds / total:.0f} % " if total > 0 else ""
+        lines.append(f"{head}: largest stage {stage} {share}({_ms(seconds)} of {_ms(total)})")
+    return lines
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.0f} us"

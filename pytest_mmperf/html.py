@@ -38,7 +38,7 @@ from pytest_mmperf.charts import (
     stage_union,
 )
 from pytest_mmperf.files import write_text_atomic
-from pytest_mmperf.headline import family_answers
+from pytest_mmperf.headline import family_answers, family_roofline_flags
 from pytest_mmperf.units import format_bytes, format_number, format_seconds
 
 KNOWN_KINDS = ("family", "breakdown", "scaling", "efficiency", "claim")
@@ -303,6 +303,8 @@ def _summary_list(figures: Sequence[Mapping[str, Any]]) -> str:
                 f"; {_e(f'{100 * a.peak_fraction:.1f}')} % of peak ({_e(a.peak_unit or '')})")
         items.append(f'<li><a href="#family-{_e(_slug(a.family))}">{_e(a.family)}</a>: {speed}; '
                      f"bottleneck {_e(a.bottleneck())}{peak}</li>")
+    items += [f'<li class="flag">Below roofline: {_e(line)}</li>'
+              for line in family_roofline_flags(figures)]
     return '<ul class="summary">' + "".join(items) + "</ul>"
 
 

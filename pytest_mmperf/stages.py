@@ -29,9 +29,11 @@ How the numbers are made:
   the median call of 3, the middle third of 5 or more), so that they agree with direct timing,
   which is quoted as a median. The mean over all calls did not: on a 2-core machine shared
   with other processes, one call in a few has an OpenMP barrier wait for a descheduled thread
-  (a scheduler quantum, 4-16 ms), and ``make bench`` showed ``normalize`` at 16 ms (the mean of
-  3 calls) where direct timing of the same call gave 3.1-3.4 ms (median of 11-15). Each call's
-  own stages (:attr:`StageBreakdown.calls`) and each stage's quartiles over all calls are kept.
+  (a scheduler quantum), which can multiply a stage of a few milliseconds, and the mean of 3
+  calls put ``normalize`` at several times its direct timing (issue 14; the stage itself can
+  also be slower inside the call than alone, which the breakdown then shows correctly). Each
+  call's own stages (:attr:`StageBreakdown.calls`) and each stage's quartiles over all calls
+  are kept.
   Stages are in first-seen order.
 * The profiler costs a few microseconds per op, so code made of many tiny ops is inflated
   somewhat; stages made of few large ops (a resize, a normalise) are not (tested against direct
@@ -57,7 +59,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-OTHER_STAGE = "other (unlabelled)"
+from pytest_mmperf.constants import OTHER_STAGE
+from pytest_mmperf.stats import quartiles
+
 WAIT_STAGE = "wait for workers"
 # Ranges recorded by PyTorch itself that deserve a stage of their own (range name -> stage name).
 DEFAULT_EXTRA_LABELS: Mapping[str, str] = {
@@ -224,18 +228,6 @@ def central_calls(totals: list[float]) -> list[int]:
     return sorted(order[trim:n - trim])
 
 
-def _quartiles(values: list[float]) -> tuple[float, float]:
-    ordered = sorted(values)
-
-    def at(q: float) -> float:
-        pos = q * (len(ordered) - 1)
-        lo = int(pos)
-        hi = min(lo + 1, len(ordered) - 1)
-        return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-    return at(0.25), at(0.75)
-
-
 def _aggregate(events: list[Any], prefix: str, extras: Mapping[str, str], repeats: int,
                device: str, cuda: bool) -> StageBreakdown:
     """Self times of labelled ranges from the profiler's event tree (times in microseconds),
@@ -310,10 +302,10 @@ def _aggregate(events: list[Any], prefix: str, extras: Mapping[str, str], repeat
         stages[OTHER_STAGE] = max(0.0, total_s - sum(stages.values()))
     else:
         stages = dict(cpu_stages)
-    quartiles = {s: _quartiles([c[s] for c in per_call]) for s in order}
+    spread = {s: quartiles([c[s] for c in per_call])[::2] for s in order}
     return StageBreakdown(stages=stages, total_s=total_s, repeats=repeats, device=device,
                           prefix=prefix, cpu_stages=cpu_stages, device_stages=device_stages,
-                          calls=per_call, stage_quartiles=quartiles, call_totals=tuple(totals))
+                          calls=per_call, stage_quartiles=spread, call_totals=tuple(totals))
 
 
 def format_breakdown(breakdown: StageBreakdown) -> str:

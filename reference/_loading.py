@@ -1,6 +1,6 @@
 """Disk pipelines: the seed's DataLoader as written, and the corrected fast loader.
 
-Import them from :mod:`reference.preprocess` (re-exported there).
+Re-exported by :mod:`reference.preprocess`; this module imports only :mod:`reference._pixels`.
 
 * :class:`SeedDataset` + :func:`make_seed_loader`: the seed's ``OptimizedDataset`` and
   ``DataLoader(batch_size=32, num_workers=4, pin_memory=True, persistent_workers=True)``:
@@ -11,28 +11,21 @@ Import them from :mod:`reference.preprocess` (re-exported there).
   all the work and the other three idle.
 * :class:`FastJpegDataset` + :func:`make_fast_loader` (-> :class:`FastLoader`): decode straight
   to a reduced size (Pillow ``Image.draft("RGB", (S, S))``: libjpeg's DCT scaling by 1/2, 1/4
-  or 1/8, chosen so both sides stay >= S), resize on uint8 (:func:`resize_uint8`), return uint8
-  (3, S, S); workers run with one torch thread each; a batch is split into one chunk per worker
-  so every core works on it; the main process writes each uint8 chunk into its slice of the
-  output with the fused normalise (on the device if one is given; the uint8 chunks are what is
-  pinned and copied). ``num_workers`` defaults to the cores available.
+  or 1/8, chosen so both sides stay >= S), resize the decoded image's own 4-byte pixels on
+  uint8 (:func:`reference._pixels.resize_into`, no unpacking), return uint8 (3, S, S); workers
+  run with one torch thread each; a batch is split into one chunk per worker so every core
+  works on it; the main process writes each uint8 chunk into its slice of the output with the
+  fused normalise (on the device if one is given; the uint8 chunks are what is pinned and
+  copied). ``num_workers`` defaults to the cores available.
 
-Measured on this machine (2 cores shared with other jobs, load average 3-4.4 during the runs;
-only ratios from one run mean anything), 32 JPEGs of 896-1152 px at quality 90 (0.32 bytes per
-pixel), one thread, per 32 files:
-
-* Decoder: Pillow full decode 172-440 ms; ``torchvision.io.decode_jpeg`` (full size only, it
-  has no DCT scaling) 294-336 ms; Pillow with draft to >= 224 px 122-232 ms (most files decode
-  at 1/2 scale, some at 1/4). Entropy decoding, which DCT scaling cannot skip, is most of a
-  JPEG's decode: draft saves 30-45 %, not 4x. Quality against the naive full decode: PSNR
-  30.5 dB for the worst of the 32 images, 39.5 dB mean (the tests require >= 30 dB).
-* Per-image work: the fast item (draft decode + uint8 resize) 136-145 ms, 90 % of it decoding;
-  the seed's item 301-318 ms (full decode 172-185 + v1 transforms 121-128).
-* One epoch of one batch of 32 (``tests/reference/test_preprocess_bench.py``, medians): seed
-  DataLoader 307-533 ms; fast loader with 2 workers (the default here) 150-322 ms = 1.65-2.06x;
-  with 4 workers (oversubscribed) 172-335 ms, slower than 2 in every run; in the main process
-  142-365 ms. The spread is the machine's load: with no free core, the two workers cannot run
-  in parallel, and the ratio falls to the per-image work ratio (~2.2x).
+Why these choices (measurements per machine: README, ``tools/measure_preprocess.py loader``):
+entropy decoding, which DCT scaling cannot skip, is most of a JPEG's decode, so ``draft`` saves
+a part of the decode, not 4x; it also leaves the resize a 2-4x smaller image. Pillow's decoder
+with ``draft`` and ``torchvision.io.decode_jpeg`` (full size only: it has no DCT scaling) decode
+these files at about the same speed, and ``draft`` leaves less to resize, so Pillow is kept.
+Quality against the naive full decode is tested (PSNR >= 30 dB). More workers than cores only
+oversubscribe them; with no free core the workers cannot run in parallel and the gain falls to
+the per-image work ratio.
 
 ``torch.set_num_threads(1)`` in the workers (``worker_init_fn``) is explicit here although
 torch's worker loop does the same, so the choice is visible where the loader is built.
@@ -48,20 +41,23 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from reference.preprocess import (
+from reference._pixels import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     RESIZE_BACKENDS,
-    _auto_backend,
-    _options,
-    _stage,
+    auto_backend,
     available_cores,
     normalize_uint8,
-    resize_uint8,
+    parse_options,
+    resize_into,
     seed_transform,
+    stage,
     to_rgb,
 )
+from reference._threads import pool, pool_supported, split
 
-__all__ = ["FastJpegDataset", "FastLoader", "SeedDataset", "make_fast_loader",
-           "make_seed_loader", "open_rgb"]
+__all__ = ["WORKER_TYPES", "FastJpegDataset", "FastLoader", "SeedDataset", "make_fast_loader",
+           "make_seed_loader", "open_rgb", "worker_init"]
 
 _DECODABLE = "image files that Pillow decodes completely (JPEG, PNG, ...) with 8-bit pixels"
 
@@ -76,7 +72,7 @@ def open_rgb(path: str | os.PathLike[str], index: int, reduce_to: int | None = N
     file raises FileNotFoundError.
     """
     where = f"image {index} ({os.fspath(path)!r})"
-    with _stage("decode"):
+    with stage("decode"):
         try:
             image = Image.open(path)
             if reduce_to is not None:
@@ -116,7 +112,7 @@ class SeedDataset(Dataset[tuple[torch.Tensor, str]]):
         image: Any = open_rgb(self.image_paths[idx], idx)
         text = self.text_data[idx]
         for step, label in zip(self.transform.transforms, self._LABELS, strict=True):
-            with _stage(label):  # the Compose's steps one by one, only to label them
+            with stage(label):  # the Compose's steps one by one, only to label them
                 image = step(image)
         return image, text
 
@@ -154,11 +150,15 @@ class FastJpegDataset(Dataset[tuple[torch.Tensor, str]]):
         self.captions = captions
         self.size = size
         self.reduce = bool(reduce)
-        self.resize_backend = _auto_backend() if resize_backend == "auto" else resize_backend
+        self.resize_backend = auto_backend() if resize_backend == "auto" else resize_backend
 
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, str]:
         image = open_rgb(self.paths[idx], idx, self.size if self.reduce else None)
-        return resize_uint8(image, self.size, self.resize_backend), self.captions[idx]
+        # Resized from Pillow's own 4-byte pixels where possible (no unpacking; see
+        # reference._pixels.resize_into); the item is a (3, S, S) view of the (S, S, 4) result.
+        slot = torch.empty((self.size, self.size, 4), dtype=torch.uint8)
+        resize_into(image, slot, self.resize_backend)
+        return slot.permute(2, 0, 1)[:3], self.captions[idx]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -167,11 +167,11 @@ class FastJpegDataset(Dataset[tuple[torch.Tensor, str]]):
 def _collate(items: list[tuple[torch.Tensor, str]]) -> list[Any]:
     """[(uint8 (3, S, S), caption)] -> [uint8 (n, 3, S, S), captions]; in shared memory in a
     worker (default_collate allocates it there)."""
-    with _stage("collate"):
+    with stage("collate"):
         return default_collate(items)  # type: ignore[no-any-return]
 
 
-def _worker_init(worker_id: int) -> None:
+def worker_init(worker_id: int) -> None:
     # Each worker is one process per core: intra-op threads on top would oversubscribe.
     torch.set_num_threads(1)
 
@@ -200,36 +200,60 @@ class _ChunkSampler(Sampler[list[int]]):
         return sum(len(sizes) for sizes in self.plan)
 
 
+WORKER_TYPES = ("thread", "process")
+
+
 class FastLoader:
     """Iterates (images, captions): `dtype` (B, 3, S, S) normalised on `device`, list of B str.
 
-    ``loader`` is the underlying DataLoader (it yields uint8 chunks); ``len()`` is the number of
-    batches. Built by :func:`make_fast_loader`.
+    ``worker_type`` "thread" (default): each batch is split into one contiguous chunk of files
+    per thread of a pool (:mod:`reference._threads`); a thread decodes its files, resizes each
+    straight into its slot of the batch's uint8 (B, S, S, 4) buffer and normalises its chunk
+    into its slice of the output. Decoding (Pillow) and resizing (torch) run outside the GIL, so
+    threads use the cores without what worker processes cost: no shared-memory segment per
+    chunk, no pickling, no collate copy, no wake-up of another process per batch.
+    ``"process"``: the DataLoader path (``loader`` is the underlying DataLoader; it yields uint8
+    chunks that the main process normalises); use it when per-file work holds the GIL.
+    ``len()`` is the number of batches. Built by :func:`make_fast_loader`.
     """
 
     def __init__(self, dataset: FastJpegDataset, batch_size: int, num_workers: int,
                  pin_memory: bool | None, persistent_workers: bool, dtype: torch.dtype | str,
                  channels_last: bool, device: torch.device | str | None,
-                 normalize_on_device: bool) -> None:
-        self.options = _options(dataset.size, dtype, channels_last, pin_memory, device,
-                                normalize_on_device, "auto", None, (0.485, 0.456, 0.406),
-                                (0.229, 0.224, 0.225), "make_fast_loader")
+                 normalize_on_device: bool, worker_type: str = "thread") -> None:
+        self.options = parse_options(dataset.size, dtype, channels_last, pin_memory, device,
+                                     normalize_on_device, "auto", None, IMAGENET_MEAN,
+                                     IMAGENET_STD, "make_fast_loader")
+        if worker_type not in WORKER_TYPES:
+            raise ValueError(f"make_fast_loader: worker_type must be one of "
+                             f"{', '.join(WORKER_TYPES)}, got {worker_type!r}")
         self.dataset = dataset
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.worker_type = worker_type
         self._sampler = _ChunkSampler(len(dataset), batch_size, max(1, num_workers))
         # Pinned memory only pays when the uint8 chunks are copied to a CUDA device.
         self.target = (self.options.device if self.options.device is not None
                        and self.options.device.type != "cpu" else None)
         pin = self.options.pin_memory and self.target is not None
-        self.loader: DataLoader[Any] = DataLoader(
-            dataset, batch_sampler=self._sampler, num_workers=num_workers, collate_fn=_collate,
-            pin_memory=pin, worker_init_fn=_worker_init if num_workers > 0 else None,
-            persistent_workers=persistent_workers and num_workers > 0)
-        self._pinned = pin
+        self.loader: DataLoader[Any] | None = None
+        if worker_type == "process":
+            self.loader = DataLoader(
+                dataset, batch_sampler=self._sampler, num_workers=num_workers,
+                collate_fn=_collate, pin_memory=pin,
+                worker_init_fn=worker_init if num_workers > 0 else None,
+                persistent_workers=persistent_workers and num_workers > 0)
+        self.pinned = pin  # the uint8 pixels copied to the device are pinned
 
     def __len__(self) -> int:
         return len(self._sampler.plan)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str]]]:
+        if self.loader is None:
+            for start in range(0, len(self.dataset), self.batch_size):
+                stop = min(start + self.batch_size, len(self.dataset))
+                yield self._thread_batch(start, stop), list(self.dataset.captions[start:stop])
+            return
         o = self.options
         on_device = self.target is not None and o.normalize_on_device
         fmt = torch.channels_last if o.channels_last else torch.contiguous_format
@@ -243,16 +267,61 @@ class FastLoader:
             for size in sizes:
                 pixels, texts = next(chunks)
                 if on_device:
-                    with _stage("transfer"):
-                        pixels = pixels.to(self.target, non_blocking=self._pinned)
+                    with stage("transfer"):
+                        pixels = pixels.to(self.target, non_blocking=self.pinned)
                 normalize_uint8(pixels, o.dtype, o.channels_last, o.mean, o.std,
                                 out=out[start:start + size])
                 captions.extend(texts)
                 start += size
             if self.target is not None and not on_device:
-                with _stage("transfer"):
+                with stage("transfer"):
                     out = out.to(self.target)
             yield out, captions
+
+    def _thread_batch(self, first: int, stop: int) -> torch.Tensor:
+        """Files [first, stop) -> one normalised batch, decoded and resized on pool threads."""
+        o, ds = self.options, self.dataset
+        n, size = stop - first, o.size
+        on_device = self.target is not None and o.normalize_on_device
+        with stage("collate"):
+            buffer = torch.empty((n, size, size, 4), dtype=torch.uint8,
+                                 pin_memory=self.pinned and on_device)
+        pixels = buffer.permute(0, 3, 1, 2)[:, :3]
+        out: torch.Tensor | None = None
+        if not on_device:
+            fmt = torch.channels_last if o.channels_last else torch.contiguous_format
+            out = torch.empty((n, 3, size, size), dtype=o.dtype, memory_format=fmt,
+                              pin_memory=self.pinned)
+        inference = torch.is_inference_mode_enabled()  # per thread: pass the caller's on
+
+        def chunk(bounds: tuple[int, int]) -> None:
+            lo, hi = bounds
+            with torch.inference_mode(inference):
+                for i in range(lo, hi):
+                    image = open_rgb(ds.paths[first + i], first + i,
+                                     size if ds.reduce else None)
+                    resize_into(image, buffer[i], ds.resize_backend)
+                if out is not None:
+                    normalize_uint8(pixels[lo:hi], o.dtype, o.channels_last, o.mean, o.std,
+                                    out=out[lo:hi])
+
+        threads = min(n, self.num_workers) if pool_supported() else 1
+        if threads <= 1:
+            chunk((0, n))
+        else:
+            with stage("decode+resize+normalize"):  # pool threads' labels are not seen
+                for _ in pool(threads).map(chunk, split(n, threads)):
+                    pass
+        if on_device:
+            with stage("transfer"):
+                moved = buffer.to(self.target, non_blocking=self.pinned)
+            return normalize_uint8(moved.permute(0, 3, 1, 2)[:, :3], o.dtype, o.channels_last,
+                                   o.mean, o.std)
+        assert out is not None
+        if self.target is not None:
+            with stage("transfer"):
+                out = out.to(self.target, non_blocking=self.pinned)
+        return out
 
 
 def make_fast_loader(paths: Sequence[str | os.PathLike[str]], captions: Sequence[str],
@@ -261,10 +330,12 @@ def make_fast_loader(paths: Sequence[str | os.PathLike[str]], captions: Sequence
                      size: int = 224, dtype: torch.dtype | str = torch.float32,
                      channels_last: bool = False, device: torch.device | str | None = None,
                      normalize_on_device: bool = True, reduce: bool = True,
-                     resize_backend: str = "auto") -> FastLoader:
-    """The corrected loader: :class:`FastJpegDataset` in workers, fused normalise per batch.
+                     resize_backend: str = "auto", worker_type: str = "thread") -> FastLoader:
+    """The corrected loader: :class:`FastJpegDataset`'s work on workers, fused normalise.
 
-    num_workers: None -> the cores available (``os.sched_getaffinity``); 0 -> main process.
+    num_workers: None -> the cores available (``os.sched_getaffinity``); 0 -> calling thread.
+    worker_type: "thread" (a thread pool in this process, the default) or "process"
+    (DataLoader worker processes); see :class:`FastLoader`. persistent_workers: processes only.
     pin_memory: None -> pin only when `device` is CUDA. device: None keeps batches on the CPU.
     Other options as in :func:`reference.preprocess.batched_preprocess`.
     """
@@ -277,4 +348,4 @@ def make_fast_loader(paths: Sequence[str | os.PathLike[str]], captions: Sequence
                          f"int >= 0, got {num_workers!r}")
     dataset = FastJpegDataset(paths, captions, size, reduce, resize_backend)
     return FastLoader(dataset, batch_size, num_workers, pin_memory, persistent_workers, dtype,
-                      channels_last, device, normalize_on_device)
+                      channels_last, device, normalize_on_device, worker_type)

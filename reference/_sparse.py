@@ -25,16 +25,19 @@ Implementations (``impl``):
   cross-attention). All blocks go to one ``F.scaled_dot_product_attention`` call as batch
   entries with a (block, span) boolean mask, so the fused CPU/GPU kernel does the work and
   never materialises scores. Work O(N_q · (w + block_size)); extra memory O(N_q · span) bytes
-  of mask (plus, for cross-attention, the gathered key/value windows). Measured here (2-core
-  Xeon shared with other jobs, float32, 1x12x4096x64, w=256): ~0.07 s against ~0.4 s for
-  dense SDPA (5.5x; the arithmetic ratio is 4096 / 383 = 10.7x).
+  of mask (plus, for cross-attention, the gathered key/value windows). At N = 4096, w = 256 the
+  arithmetic ratio against dense attention is 4096 / 383 = 10.7x; the measured ratio is lower
+  (the fused kernel runs many small masked (block, span) tiles), see the README table per
+  machine. An explicit banded version (matmul / additive band mask /
+  softmax / matmul on the same windows) was measured slower than this one on the 2-core EPYC
+  runner, so the fused kernel stays.
 * ``"flex"``: ``torch.compile(flex_attention)`` with a ``create_block_mask`` block mask: the
-  fused kernel skips fully-masked 128x128 tiles. Default on CUDA. On this CPU it works but the
-  first call compiles for ~30 s and the steady state (0.13 s) was slower than ``"blocked"``,
-  so ``"auto"`` keeps CPUs on ``"blocked"``. torch has no CPU backward for FlexAttention: on CPU
-  both flex variants are forward-only (use ``torch.no_grad()``).
+  fused kernel skips fully-masked 128x128 tiles. Default on CUDA. On CPU it works, but the
+  first call compiles for tens of seconds and its steady state was slower than ``"blocked"``
+  on the CPUs measured so far, so ``"auto"`` keeps CPUs on ``"blocked"``. torch has no CPU
+  backward for FlexAttention: on CPU both flex variants are forward-only (use ``torch.no_grad()``).
 * ``"flex_eager"``: ``flex_attention`` without compilation. It materialises the full score
-  matrix (O(N_q · N_kv), ~7 s at N=4096 here), so it is only a cross-check of the mask
+  matrix (O(N_q · N_kv): seconds at N=4096), so it is only a cross-check of the mask
   definition in tests, never a fast path.
 
 Rows whose window holds only padded keys produce zeros (the convention of
@@ -157,9 +160,9 @@ def _local_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: in
     """Banded attention: query blocks become batch entries of one SDPA call, each paired with
     a window of ``span`` keys and a (block, span) mask.
 
-    One large call rather than a Python loop of small ones: measured here, a loop of 32 calls
-    was as fast on an idle machine but 2x slower when other processes competed for the two
-    cores (every call is an OpenMP barrier that waits for a descheduled thread). For
+    One large call rather than a Python loop of small ones: a loop of 32 calls was as fast on
+    an idle 2-core machine but 2x slower when other processes competed for the two cores
+    (every call is an OpenMP barrier that waits for a descheduled thread). For
     self-attention the key windows are strided views (``unfold``) of the padded keys, so no
     (N/block) x span copy is made; for cross-attention block starts are not evenly spaced and
     the windows are gathered (a copy of N_q/block x span keys).
@@ -219,7 +222,8 @@ def _local_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: in
 
 @functools.lru_cache(maxsize=16)
 def _cached_block_mask(n_q: int, n_kv: int, window: int, device: str) -> Any:
-    # create_block_mask costs ~1 s at 4096x4096 on this CPU: reuse it when no padding is given.
+    # create_block_mask is slow at 4096x4096 on a CPU (about a second): reuse it when no
+    # padding is given.
     return _make_block_mask(n_q, n_kv, window, None, torch.device(device))
 
 

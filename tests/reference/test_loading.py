@@ -19,6 +19,7 @@ from PIL import Image
 from pytest_mmperf.stages import stage_breakdown
 from pytest_mmperf.synthetic import JpegDataset
 from reference import _loading
+from reference._arrow import arrow_export_available
 from reference.preprocess import (
     IMAGENET_STD,
     FastJpegDataset,
@@ -111,13 +112,18 @@ def test_fast_loader_without_reduction_matches_naive(mmperf_jpeg_dataset: JpegDa
     assert float(delta.max()) <= 0.02 and float(delta.mean()) <= 0.005
 
 
-def test_workers_split_each_batch_and_keep_order(mmperf_jpeg_dataset: JpegDataset) -> None:
+@pytest.mark.parametrize("worker_type", _loading.WORKER_TYPES)
+def test_workers_split_each_batch_and_keep_order(mmperf_jpeg_dataset: JpegDataset,
+                                                 worker_type: str) -> None:
     ds = mmperf_jpeg_dataset
     loader = make_fast_loader(ds.paths, ds.captions, batch_size=4, num_workers=2,
-                              persistent_workers=False)
-    assert len(loader) == 2 and loader._sampler.plan == [[2, 2], [1, 1]]
-    assert loader.loader.worker_init_fn is _loading._worker_init
-    assert loader.loader.pin_memory is False  # no CUDA target
+                              persistent_workers=False, worker_type=worker_type)
+    assert len(loader) == 2 and loader.worker_type == worker_type
+    assert loader.pinned is False  # no CUDA target
+    if worker_type == "process":
+        assert loader.loader is not None and loader.loader.worker_init_fn is _loading.worker_init
+    else:
+        assert loader.loader is None
     images, captions, sizes = _epoch(loader)
     serial, _, _ = _epoch(make_fast_loader(ds.paths, ds.captions, batch_size=6, num_workers=0))
     assert sizes == [4, 2] and captions == list(ds.captions)
@@ -126,8 +132,12 @@ def test_workers_split_each_batch_and_keep_order(mmperf_jpeg_dataset: JpegDatase
 
 def test_default_worker_count_is_the_cores_available(mmperf_jpeg_dataset: JpegDataset) -> None:
     loader = make_fast_loader(mmperf_jpeg_dataset.paths, mmperf_jpeg_dataset.captions)
-    assert loader.loader.num_workers == len(os.sched_getaffinity(0))
-    assert loader.loader.persistent_workers is True
+    assert loader.num_workers == len(os.sched_getaffinity(0)) and loader.worker_type == "thread"
+    processes = make_fast_loader(mmperf_jpeg_dataset.paths, mmperf_jpeg_dataset.captions,
+                                 worker_type="process")
+    assert processes.loader is not None
+    assert processes.loader.num_workers == len(os.sched_getaffinity(0))
+    assert processes.loader.persistent_workers is True
 
 
 def test_worker_init_sets_one_torch_thread() -> None:
@@ -136,7 +146,7 @@ def test_worker_init_sets_one_torch_thread() -> None:
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        _loading._worker_init(0)
+        _loading.worker_init(0)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
@@ -167,7 +177,7 @@ def test_fast_loader_device_path_equals_host(mmperf_jpeg_dataset: JpegDataset,
     host, _, _ = _epoch(make_fast_loader(ds.paths, ds.captions, num_workers=0))
     loader = make_fast_loader(ds.paths, ds.captions, num_workers=0, device=mmperf_device,
                               normalize_on_device=normalize_on_device)
-    assert loader.loader.pin_memory is (mmperf_device.type == "cuda")
+    assert loader.pinned is (mmperf_device.type == "cuda")
     moved, _, _ = _epoch(loader)
     assert moved.device.type == mmperf_device.type
     torch.testing.assert_close(moved.cpu(), host, rtol=0, atol=1e-6)
@@ -177,7 +187,9 @@ def test_stage_labels_of_both_loaders(mmperf_jpeg_dataset: JpegDataset) -> None:
     ds = mmperf_jpeg_dataset
     fast = make_fast_loader(ds.paths[:2], ds.captions[:2], num_workers=0)
     stages = stage_breakdown(lambda: _epoch(fast), repeats=1).stages
-    assert {"decode", "convert", "resize", "collate", "normalize"} <= set(stages)
+    assert {"decode", "resize", "collate", "normalize"} <= set(stages)
+    # decoded pixels are resized in place (zero copy) where Pillow can export them
+    assert "convert" not in stages or not arrow_export_available()
     seed = make_seed_loader(ds.paths[:2], ds.captions[:2], num_workers=0, pin_memory=False,
                             persistent_workers=False)
     stages = stage_breakdown(lambda: list(seed), repeats=1).stages
@@ -224,10 +236,13 @@ def test_bad_file_names_its_path(bad_files: dict[str, pathlib.Path],
         items[2]
 
 
+@pytest.mark.parametrize("worker_type", _loading.WORKER_TYPES)
 def test_bad_file_in_a_worker_names_its_path(bad_files: dict[str, pathlib.Path],
-                                             mmperf_jpeg_dataset: JpegDataset) -> None:
+                                             mmperf_jpeg_dataset: JpegDataset,
+                                             worker_type: str) -> None:
     paths = [mmperf_jpeg_dataset.paths[0], bad_files["truncated"]]
-    loader = make_fast_loader(paths, ["a", "b"], num_workers=1, persistent_workers=False)
+    loader = make_fast_loader(paths, ["a", "b"], num_workers=2, persistent_workers=False,
+                              worker_type=worker_type)
     with pytest.raises(ValueError, match=re.escape(str(bad_files["truncated"]))):
         _epoch(loader)
 
@@ -244,6 +259,8 @@ def test_missing_file_raises_file_not_found(tmp_path: pathlib.Path) -> None:
     ({"size": 0}, ValueError, r"size must be an int >= 1, got 0"),
     ({"resize_backend": "cv2"}, ValueError, r"resize_backend must be one of .*got 'cv2'"),
     ({"dtype": torch.int64}, ValueError, r"dtype must be one of .*got torch.int64"),
+    ({"worker_type": "fiber"}, ValueError, r"worker_type must be one of thread, process, "
+                                           r"got 'fiber'"),
 ])
 def test_bad_loader_arguments(mmperf_jpeg_dataset: JpegDataset, kwargs: dict[str, Any],
                               error: type[Exception], message: str) -> None:

@@ -20,7 +20,8 @@ from torchvision import transforms
 
 from pytest_mmperf.stages import stage_breakdown
 from pytest_mmperf.synthetic import ImageTextBatch
-from reference import preprocess as pp
+from reference import _pixels
+from reference._arrow import arrow_export_available, rgbx_view
 from reference.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -29,6 +30,7 @@ from reference.preprocess import (
     SeedOptimizedPreprocessor,
     batched_preprocess,
     normalize_uint8,
+    pool_supported,
 )
 
 pytestmark = pytest.mark.mmperf_batch(batch_size=6, min_side=64, max_side=640)
@@ -86,7 +88,7 @@ def test_batched_matches_naive(mmperf_batch_factory: Callable[..., ImageTextBatc
 
 
 def test_auto_backend_follows_cpu_capability(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pp.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(_pixels.platform, "machine", lambda: "x86_64")
     for capability, backend in [("AVX512", "tv"), ("AVX2", "tv"), ("DEFAULT", "pil")]:
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
         assert BatchedPreprocessor().options.resize_backend == backend, capability
@@ -124,6 +126,10 @@ def test_thread_count_does_not_change_the_result(mmperf_batch: ImageTextBatch) -
     one = batched_preprocess(mmperf_batch.images, num_threads=1)
     assert torch.equal(batched_preprocess(mmperf_batch.images, num_threads=3), one)
     assert torch.equal(batched_preprocess(mmperf_batch.images), one)
+    with torch.inference_mode():  # pool threads write the caller's inference tensors
+        assert torch.equal(batched_preprocess(mmperf_batch.images, num_threads=2), one)
+    with torch.no_grad():
+        assert torch.equal(batched_preprocess(mmperf_batch.images, num_threads=2), one)
 
 
 @pytest.mark.parametrize("normalize_on_device", [True, False])
@@ -152,12 +158,15 @@ def test_pin_memory_defaults_to_cuda_only() -> None:
 def test_stage_labels(mmperf_batch: ImageTextBatch) -> None:
     batched = stage_breakdown(lambda: batched_preprocess(mmperf_batch.images, num_threads=1),
                               repeats=1)
-    assert {"convert", "resize", "collate", "normalize"} <= set(batched.stages)
+    # The zero-copy path has no convert stage: Pillow's pixels are resized where they are.
+    assert {"resize", "collate", "normalize"} <= set(batched.stages)
+    assert "convert" not in batched.stages or not arrow_export_available()
     naive = stage_breakdown(lambda: NaivePreprocessor()(mmperf_batch.images), repeats=1)
     assert {"convert", "resize", "collate", "normalize"} <= set(naive.stages)
     threaded = stage_breakdown(lambda: batched_preprocess(mmperf_batch.images, num_threads=2),
                                repeats=1)
-    assert {"resize", "normalize"} <= set(threaded.stages)
+    # pool threads' own labels are not seen: the calling thread labels the parallel section
+    assert "resize+normalize" in threaded.stages or not pool_supported()
 
 
 # --- accepted inputs: converted identically in both pipelines, never mutated ------------------
@@ -284,3 +293,62 @@ def test_normalize_uint8_rejects_bad_batches(batch: torch.Tensor) -> None:
     shape = re.escape(str(tuple(batch.shape)))
     with pytest.raises(ValueError, match=rf"uint8 \(B, 3, H, W\).*{shape}"):
         normalize_uint8(batch)
+
+
+# --- the zero-copy path -----------------------------------------------------------------------
+needs_export = pytest.mark.skipif(not arrow_export_available() or not _pixels.native_uint8_resize(),
+                                  reason="Pillow without the Arrow export or no native uint8 "
+                                         "resize in torch here: the fallback path is tested")
+
+
+@needs_export
+def test_rgbx_view_is_pillows_memory_without_a_copy() -> None:
+    image = Image.linear_gradient("L").resize((37, 23)).convert("RGB")
+    view = rgbx_view(image)
+    assert view is not None and view.shape == (23, 37, 4) and view.dtype == torch.uint8
+    assert torch.equal(view[..., :3], torch.from_numpy(np.array(image)))
+    want = view[..., :3].clone()
+    schema, array = image.__arrow_c_array__()  # a second export sees the same address
+    del schema, array
+    image.close()
+    del image
+    assert torch.equal(view[..., :3], want)  # the export keeps Pillow's block alive
+
+
+def test_rgbx_view_refuses_what_it_cannot_map() -> None:
+    assert rgbx_view(Image.new("L", (8, 8))) is None  # 1 byte per pixel
+    big = Image.new("RGB", (2900, 2900))  # > Pillow's 16 MB block: rows in several blocks
+    assert rgbx_view(big) is None
+
+
+@needs_export
+def test_batched_takes_the_zero_copy_path(mmperf_batch: ImageTextBatch) -> None:
+    pre = BatchedPreprocessor()
+    pre(mmperf_batch.images)
+    assert pre.last_paths == {"rgbx": len(mmperf_batch.images)}
+    assert "zero-copy" in pre.strategy
+    pre([torch.zeros(3, 30, 40, dtype=torch.uint8)])  # tensors are unpacked already
+    assert pre.last_paths == {"hwc": 1}
+    pil = BatchedPreprocessor(resize_backend="pil")
+    pil(mmperf_batch.images)
+    assert pil.last_paths == {"pil": len(mmperf_batch.images)}
+    unpack = BatchedPreprocessor(zero_copy=False)  # the ablation: same values, other path
+    assert torch.equal(unpack(mmperf_batch.images), pre(mmperf_batch.images))
+    assert unpack.last_paths == {"hwc": len(mmperf_batch.images)}
+    assert "zero_copy=False" in unpack.strategy and "zero_copy=False" in repr(unpack)
+
+
+@pytest.mark.parametrize("side", [224, 2900])
+def test_batched_matches_naive_on_edge_sizes(side: int) -> None:
+    """Exactly S x S (no resize: copied as is) and an image too large for one Pillow block
+    (the fallback path) give the naive loop's values."""
+    gradient = Image.linear_gradient("L").resize((side, side))
+    image = Image.merge("RGB", (gradient, gradient.transpose(Image.Transpose.ROTATE_90),
+                                gradient.transpose(Image.Transpose.FLIP_TOP_BOTTOM)))
+    images = [image, image.resize((300, 200))]
+    worst, mean = _diff(f"batched vs naive, {side} px", BatchedPreprocessor()(images),
+                        NaivePreprocessor()(images))
+    assert worst <= MAX_ABS and mean <= MEAN_ABS
+    if side == 224:
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]
+        assert torch.equal(BatchedPreprocessor(num_threads=1)([image]), normalize_uint8(pixels))

@@ -8,11 +8,13 @@ Groups (every case in a group sees the same seeded data, ``mmperf_seed(0)``):
 
 * ``preprocess-memory``: 32 in-memory RGB PIL images, long side 480-800 px (~640 px) ->
   (32, 3, 224, 224): the seed's naive loop, the seed's "optimised" transform, the batched path
-  in float32 / bfloat16, and two ablations (one thread; Pillow resize).
+  in float32 / bfloat16, and three ablations (one thread; Pillow resize; ``zero_copy=False``,
+  which unpacks Pillow's pixels to RGB before resizing).
 * ``loader-epoch``: one epoch over 32 JPEGs of 896-1152 px (~1024 px) = one batch of 32: the
   seed's DataLoader (4 workers, float32 workers), the fast loader with its default worker count
-  (the cores available), with 4 workers (oversubscribed on 2 cores), and both pipelines in the
-  main process (``num_workers=0``: the CPU work per epoch, without any parallelism).
+  (the cores available; threads), with 4 threads (oversubscribed on 2 cores), with DataLoader
+  worker processes instead of threads, and both pipelines in the main process
+  (``num_workers=0``: the CPU work per epoch, without any parallelism).
 * ``loader-epoch-b8``: the same 32 files in 4 batches of 8, where the seed's workers can share
   the epoch too (each DataLoader worker builds whole batches).
 
@@ -62,6 +64,7 @@ PREPROCESSORS: dict[str, Callable[[], Callable[[list[Any]], torch.Tensor]]] = {
     "batched-bf16": lambda: BatchedPreprocessor(dtype=torch.bfloat16),
     "batched-f32-1thread": lambda: BatchedPreprocessor(num_threads=1),
     "batched-f32-pil-resize": lambda: BatchedPreprocessor(resize_backend="pil"),
+    "batched-f32-unpack": lambda: BatchedPreprocessor(zero_copy=False),
 }
 
 
@@ -110,6 +113,8 @@ LOADERS: dict[str, Callable[[JpegDataset, int], Iterable[Any]]] = {
                                                     num_workers=4),
     "fast-main-process": lambda ds, b: make_fast_loader(ds.paths, ds.captions, batch_size=b,
                                                         num_workers=0),
+    "fast-worker-processes": lambda ds, b: make_fast_loader(ds.paths, ds.captions, batch_size=b,
+                                                            worker_type="process"),
 }
 
 

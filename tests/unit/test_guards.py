@@ -505,7 +505,8 @@ def test_worker_repeats_the_parents_earlier_failures(tmp_path: Path) -> None:
 
 def test_parent_hands_its_failed_calls_to_the_spawner() -> None:
     fake = FakeTiming([0.5, 0.5])
-    guard, _ = make_guard(fake, is_marked=lambda: True, counters=fake_counters({"aten.mm.default": 3}))
+    guard, _ = make_guard(fake, is_marked=lambda: True,
+                          counters=fake_counters({"aten.mm.default": 3}))
     with pytest.raises(GuardFailure):
         guard.max_ops(noop, {"mm": 1})
     guard.max_ops(noop, {"mm": 3})

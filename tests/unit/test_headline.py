@@ -1,0 +1,45 @@
+"""The answer first: the headline lines of the terminal summary and the HTML's first screen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pytest_mmperf.headline import family_answers, headline_lines
+
+FIGURES: list[dict[str, Any]] = [
+    {"kind": "family", "family": "pre", "title": "Preprocessing", "baseline": "naive", "rows": [
+        {"implementation": "naive", "median_s": 0.050, "speedup": 1.0, "speedup_ci": [1, 1],
+         "baseline": True, "peak_fraction": 0.01},
+        {"implementation": "batched", "median_s": 0.016, "speedup": 3.1,
+         "speedup_ci": [2.8, 3.4], "peak_fraction": 0.045, "peak_unit": "GB/s (memory copy)"},
+        {"implementation": "seed", "median_s": 0.049, "speedup": 1.02,
+         "speedup_ci": [0.9, 1.1], "peak_fraction": 0.4}]},
+    {"kind": "breakdown", "family": "pre", "implementation": "batched", "total_s": 0.016,
+     "stages": {"resize": 0.009, "normalize": 0.006, "other (unlabelled)": 0.001}},
+    {"kind": "claim", "title": "30-50 % faster", "claimed": [1.3, 1.5], "unit": "x",
+     "measured": {"seed": 1.02}, "interval": {"seed": [0.9, 1.1]}, "verdict": "refuted"},
+    {"kind": "family", "family": "broken", "rows": [{"implementation": "x"}]},  # no times
+]
+
+
+def test_answers_name_fastest_speedup_bottleneck_and_peak() -> None:
+    (answer,) = family_answers(FIGURES)  # the malformed family is left to the details
+    assert answer.fastest == "batched" and answer.speedup_ci == (2.8, 3.4)
+    assert [s for s, _ in answer.stages] == ["resize", "normalize"]  # "other" is not a stage
+    lines = headline_lines(FIGURES)
+    assert lines[0] == ("pre: fastest batched, 3.10x [2.80, 3.40] over naive; bottleneck "
+                        "batched: resize 56 %, normalize 38 %; 4.5 % of peak (GB/s (memory copy))")
+    assert lines[1] == ("CLAIM 30-50 % faster: REFUTED (claimed 1.30-1.50x, measured 1.02x "
+                        "[0.9, 1.10])")
+    # Below a quarter of its roofline, with its largest stage; the baseline is never flagged and
+    # the seed (40 %) is above the line.
+    assert lines[2:] == ["BELOW ROOFLINE pre/batched at 4.5 % of its peak (GB/s (memory copy), "
+                         "< 25 %): largest stage resize 56 % (9.0 ms of 16.0 ms)"]
+
+
+def test_baseline_fastest_and_no_breakdown() -> None:
+    figures = [{"kind": "family", "family": "f", "baseline": "a", "rows": [
+        {"implementation": "a", "median_s": 1.0, "speedup": 1.0, "speedup_ci": [1, 1]},
+        {"implementation": "b", "median_s": 2.0, "speedup": 0.5, "speedup_ci": [0.4, 0.6]}]}]
+    assert headline_lines(figures) == ["f: fastest a (the baseline); bottleneck no stage "
+                                       "breakdown"]
