@@ -673,9 +673,11 @@ class TrainingCase:
     def config(self) -> Any:
         from reference.training import ModelConfig
 
-        return ModelConfig(self.image_size, self.patch_size, self.dim, self.heads,
-                           self.image_layers, self.text_layers, self.fusion_layers,
-                           self.context_length, self.vocab_size, window=self.window)
+        return ModelConfig(image_size=self.image_size, patch_size=self.patch_size,
+                           dim=self.dim, heads=self.heads, image_layers=self.image_layers,
+                           text_layers=self.text_layers, fusion_layers=self.fusion_layers,
+                           context_length=self.context_length, vocab_size=self.vocab_size,
+                           window=self.window)
 
     def build(self, impl: str, dtype: str = "float32", device: str = "cpu", *,
               emulated_ok: bool = False) -> Workload:
@@ -712,6 +714,9 @@ TRAINING_CASES: dict[str, TrainingCase] = {
     "long-1024": TrainingCase("long-1024", batch_size=2, image_size=256, patch_size=8, dim=64,
                               image_layers=1, text_layers=1, context_length=16,
                               vocab_size=512),
+    # A model so small that a loop feeding it is bound by its loader (224 px, D=32, B=8).
+    "micro-b8": TrainingCase("micro-b8", batch_size=8, dim=32, heads=2, image_layers=1,
+                             text_layers=1, context_length=16, vocab_size=256),
 }
 
 
@@ -790,8 +795,9 @@ class LoaderTrainingCase:
 
 
 LOADER_TRAINING_CASES: dict[str, LoaderTrainingCase] = {
-    # 64 JPEGs of 640-800 px, batches of 32 (the seed's), two steps per call.
-    "jpeg64-b32": LoaderTrainingCase("jpeg64-b32", images=64, min_side=640, max_side=800),
+    # 128 JPEGs of 640-800 px, batches of 32 (the seed's): one epoch of four steps per call.
+    "jpeg128-b32": LoaderTrainingCase("jpeg128-b32", images=128, min_side=640, max_side=800,
+                                      steps=4),
 }
 
 
@@ -834,7 +840,7 @@ def bf16_condition(device: str = "cpu") -> str:
     return f"{where}: no native bf16, autocast emulates it (expect a slowdown)"
 
 
-def loader_training_family(case: str = "jpeg64-b32") -> dict[str, Workload]:
+def loader_training_family(case: str = "jpeg128-b32") -> dict[str, Workload]:
     """``{"seed DataLoader": ..., "fast loader": ...}``: each call trains ``steps`` steps fed
     by that loader and returns its :class:`reference.training.LoaderTrainingResult` (images/s,
     stall fraction). Close the workloads (``.close()``) when done: they hold worker processes.
@@ -843,7 +849,7 @@ def loader_training_family(case: str = "jpeg64-b32") -> dict[str, Workload]:
     return {"seed DataLoader": spec.build("seed"), "fast loader": spec.build("fast")}
 
 
-def loader_training_results(case: str = "jpeg64-b32", repeats: int = 3
+def loader_training_results(case: str = "jpeg128-b32", repeats: int = 3
                             ) -> dict[str, list[Any]]:
     """Run each loader of :func:`loader_training_family` ``repeats`` times, interleaved, and
     return their :class:`~reference.training.LoaderTrainingResult` lists (workers closed)."""

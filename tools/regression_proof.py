@@ -102,6 +102,8 @@ class Regression:
 
 _PREPROCESS_ONLY = ("attention", "sparse")
 _ATTENTION_ONLY = ("preprocess", "loader", "loading")
+# Training regressions: the counter files and test_training.py (its counter guards come first).
+_TRAINING_ONLY = ("preprocess", "loader", "loading", "timing", "report")
 
 REGRESSIONS: tuple[Regression, ...] = (
     Regression(
@@ -110,9 +112,9 @@ REGRESSIONS: tuple[Regression, ...] = (
         "normalise and concatenate per image)",
         (Substitution(
             "preprocess.py",
-            "def _run(opts: _Options, images: Sequence[Any]) -> torch.Tensor:\n"
+            "         ) -> torch.Tensor:\n"
             "    checked = check_images(images)\n",
-            "def _run(opts: _Options, images: Sequence[Any]) -> torch.Tensor:\n"
+            "         ) -> torch.Tensor:\n"
             "    if isinstance(images, (list, tuple)) and len(images) > 1:  # REGRESSION\n"
             "        return torch.cat([_run(opts, [image]) for image in images])\n"
             "    checked = check_images(images)\n"),),
@@ -137,7 +139,7 @@ REGRESSIONS: tuple[Regression, ...] = (
         "per-channel-normalise",
         "fused normalise split into a per-channel Python loop ((x / 255 - mean[c]) / std[c])",
         (Substitution(
-            "preprocess.py",
+            "_pixels.py",
             "        work.copy_(batch)\n"
             "        torch.addcmul(bias, work, scale, out=work)\n",
             "        for c in range(batch.shape[1]):  # REGRESSION: per-channel loop\n"
@@ -151,12 +153,65 @@ REGRESSIONS: tuple[Regression, ...] = (
         (Substitution(
             "preprocess.py",
             "    def fill(i: int) -> None:\n"
-            "        resized = resize_uint8(checked[i], size, opts.resize_backend)\n",
+            "        taken[i] = resize_into(checked[i], buffer[i], opts.resize_backend, "
+            "opts.zero_copy)\n",
             "    def fill(i: int) -> None:\n"
             "        if i % 3 == 0:  # REGRESSION: redundant work\n"
-            "            resize_uint8(checked[i], size, opts.resize_backend)\n"
-            "        resized = resize_uint8(checked[i], size, opts.resize_backend)\n"),),
+            "            resize_into(checked[i], buffer[i], opts.resize_backend, opts.zero_copy)\n"
+            "        taken[i] = resize_into(checked[i], buffer[i], opts.resize_backend, "
+            "opts.zero_copy)\n"),),
         _PREPROCESS_ONLY),
+    Regression(
+        "unpack-pixels",
+        "zero-copy pixel access lost: every PIL image unpacked to RGB (np.asarray) before the "
+        "resize, as before issue 14 (results unchanged)",
+        (Substitution(
+            "_pixels.py",
+            "            view = rgbx_view(image)\n"
+            "            if view is not None:\n"
+            "                with stage(\"resize\"):\n",
+            "            view = None  # REGRESSION: rgbx_view(image) no longer used\n"
+            "            if view is not None:\n"
+            "                with stage(\"resize\"):\n"),),
+        _PREPROCESS_ONLY),
+    Regression(
+        "loader-processes",
+        "fast loader back on DataLoader worker processes by default (shared memory, pickling "
+        "and a process wake-up per chunk instead of a thread pool; results unchanged)",
+        (Substitution(
+            "_loading.py",
+            "resize_backend: str = \"auto\", worker_type: str = \"thread\") -> FastLoader:\n",
+            "resize_backend: str = \"auto\", worker_type: str = \"process\") -> FastLoader:"
+            "  # REGRESSION\n"),),
+        _PREPROCESS_ONLY),
+    Regression(
+        "sdpa-backward-to-math",
+        "SDPA's backward replaced by explicit attention: the sdpa backend computes explicit "
+        "matmul / softmax / matmul whenever autograd records (training), fused in inference",
+        (Substitution(
+            "attention.py",
+            "            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, "
+            "dropout_p=dropout_p)\n",
+            "            if torch.is_grad_enabled():  # REGRESSION: explicit in training\n"
+            "                scores = torch.matmul(q * (q.shape[-1] ** -0.5), "
+            "k.transpose(-2, -1))\n"
+            "                if mask is not None:\n"
+            "                    scores = scores.masked_fill(~mask, float('-inf'))\n"
+            "                attn = torch.softmax(scores, dim=-1)\n"
+            "                if dropout_p > 0.0:\n"
+            "                    attn = F.dropout(attn, p=dropout_p, training=True)\n"
+            "                return torch.matmul(attn, v)\n"
+            "            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, "
+            "dropout_p=dropout_p)\n"),),
+        _TRAINING_ONLY),
+    Regression(
+        "bf16-autocast-dropped",
+        "autocast silently dropped from the bf16 training step (it runs in float32)",
+        (Substitution(
+            "training.py",
+            "    return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[precision])\n",
+            "    return contextlib.nullcontext()  # REGRESSION: autocast dropped\n"),),
+        _TRAINING_ONLY),
 )
 
 

@@ -66,7 +66,7 @@ def test_memory_linear_in_sequence(mmperf_guard: Any, impl: str) -> None:
 
 def test_math_memory_quadratic(mmperf_guard: Any) -> None:
     """The explicit version keeps the (N, N) scores: the linear guard must catch it."""
-    with pytest.raises(pytest.fail.Exception, match="memory ~ size"):
+    with pytest.raises(AssertionError, match="memory ~ size"):
         mmperf_guard.scaling(_of_size("math"), SIZES, metric="memory", max_exponent=LINEAR_MAX,
                              name="math memory (must fail)")
 
@@ -112,7 +112,7 @@ def test_sparse_flops_linear_in_sequence(mmperf_guard: Any) -> None:
 
 def test_dense_flops_quadratic_part(mmperf_guard: Any) -> None:
     """Sanity of the comparison above: the dense block's FLOPs grow faster than linearly."""
-    with pytest.raises(pytest.fail.Exception):
+    with pytest.raises(AssertionError):
         mmperf_guard.scaling(_of_size("sdpa"), SIZES, metric="flops", max_exponent=1.05,
                              name="sdpa flops (must fail)")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+from typing import Any
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from reference.attention import (
     CrossAttention,
     LocalAttention,
     SeedCrossAttention,
+    SeedSparseAttention,
     SelfAttention,
     attention_core,
     attention_flops,
@@ -135,6 +137,83 @@ def test_seed_heads_argument_has_no_effect(feats: FeatureBatch) -> None:
     assert torch.equal(one(x, y), many(x, y))
     expected_flops = 2 * 2 * 66 * DIM * 3 * DIM + 2 * 2 * 16 * 50 * DIM
     assert seed_attention_flops(2, 16, 50, DIM) == expected_flops
+
+
+# --- the seed's "sparse" attention and its three defects --------------------------------------
+def _seed_sparse(device: torch.device) -> tuple[SeedSparseAttention, CrossAttention]:
+    """The seed's module with the weights of the corrected module (eval mode)."""
+    corrected = _module(device)
+    seed = SeedSparseAttention(DIM, HEADS).to(device)
+    seed.attention.load_state_dict(corrected.to_multihead_attention().state_dict())
+    return seed.eval(), corrected
+
+
+def test_seed_sparse_is_the_article_module_as_written() -> None:
+    seed = SeedSparseAttention(DIM, HEADS)
+    mha = seed.attention
+    assert type(mha) is torch.nn.MultiheadAttention
+    assert (mha.embed_dim, mha.num_heads, mha.batch_first, mha.dropout) == (DIM, HEADS, True, 0.1)
+    assert [name for name, _ in seed.named_children()] == ["attention"]
+
+
+def test_seed_sparse_in_eval_equals_corrected_attention(feats: FeatureBatch,
+                                                        device: torch.device) -> None:
+    """Its maths is right: without dropout it is the corrected module (any dense backend)."""
+    seed, corrected = _seed_sparse(device)
+    text, image = feats.text_tokens, feats.image_tokens
+    with torch.no_grad():
+        out = seed(text, image)
+        for backend in BACKENDS:
+            corrected.backend = backend
+            assert _max_diff(out, corrected(text, image)) <= 1e-5, backend
+    assert out.shape == text.shape
+
+
+def test_seed_sparse_is_dense_every_key_reaches_every_query(feats: FeatureBatch,
+                                                            device: torch.device) -> None:
+    """Defect 1: nothing is sparse. Changing only the last image token changes the output of
+    every text token; a window of 4 keys (the truly sparse module) leaves the first one alone."""
+    seed, corrected = _seed_sparse(device)
+    text, image = feats.text_tokens, feats.image_tokens
+    changed = image.clone()
+    changed[:, -1] += 1.0
+    local = LocalAttention(DIM, HEADS, window=4).to(device)
+    local.load_state_dict(corrected.state_dict())
+    with torch.no_grad():
+        moved = (seed(text, changed) - seed(text, image)).abs().amax(-1)  # (B, N_text)
+        local_moved = (local(text, changed) - local(text, image)).abs().amax(-1)
+    assert (moved > 1e-6).all(), "some query did not see the last key: not dense?"
+    assert (local_moved[:, 0] == 0).all()
+
+
+def test_seed_sparse_computes_and_discards_the_attention_weights(feats: FeatureBatch,
+                                                                 device: torch.device) -> None:
+    """Defect 2: need_weights=True (the default) returns head-averaged (B, N_x, N_y) weights
+    on every call, which forward throws away; they carry no information the output needs."""
+    seed, _ = _seed_sparse(device)
+    text, image = feats.text_tokens, feats.image_tokens
+    returned: list[Any] = []
+    seed.attention.register_forward_hook(lambda m, args, out: returned.append(out[1]))
+    with torch.no_grad():
+        out = seed(text, image)
+        lean, none = seed.attention(text, image, image, need_weights=False)
+    weights = returned[0]
+    assert weights is not None and weights.shape == (2, 16, 50)  # averaged over the 4 heads
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 16), atol=1e-5)
+    assert none is None and _max_diff(out, lean) <= 1e-5
+
+
+def test_seed_sparse_dropout_acts_in_training(feats: FeatureBatch, device: torch.device) -> None:
+    """Defect 3: dropout 0.1 on the attention weights in train() mode."""
+    seed, _ = _seed_sparse(device)
+    text, image = feats.text_tokens, feats.image_tokens
+    with torch.no_grad():
+        evals = seed(text, image), seed(text, image)
+        seed.train()
+        torch.manual_seed(0)
+        trains = seed(text, image), seed(text, image)
+    assert torch.equal(*evals)
+    assert _max_diff(*trains) > 1e-3 and _max_diff(trains[0], evals[0]) > 1e-3
 
 
 # --- corrected cross-attention ----------------------------------------------------------------

@@ -49,7 +49,7 @@ SMALL_PRE = PreprocessCase("t-pre", batch_size=3, min_side=64, max_side=96)
 
 def _bench_classes() -> list[Any]:
     mods = [importlib.import_module(f"benchmarks.{m}")
-            for m in ("bench_attention", "bench_preprocess")]
+            for m in ("bench_attention", "bench_preprocess", "bench_training")]
     return [obj for mod in mods for _, obj in inspect.getmembers(mod, inspect.isclass)
             if obj.__module__ == mod.__name__]
 
@@ -78,7 +78,7 @@ torch.cuda.device_count = lambda: 4
 import reference.attention
 reference.attention.has_native_bf16 = lambda device="cpu": False
 out = {}
-for m in ("bench_attention", "bench_preprocess"):
+for m in ("bench_attention", "bench_preprocess", "bench_training"):
     mod = importlib.import_module("benchmarks." + m)
     for name, cls in inspect.getmembers(mod, inspect.isclass):
         if cls.__module__ == mod.__name__:
@@ -113,7 +113,8 @@ def test_bench_classes_are_well_formed() -> None:
             assert varargs or len(parameters) == len(cls.param_names), f"{cls.__name__}.{name}"
             if name.startswith("track_"):
                 assert getattr(getattr(cls, name), "unit", None) in (
-                    "ops", "flops", "bytes", "ratio"), f"{cls.__name__}.{name} lacks a unit"
+                    "ops", "flops", "bytes", "ratio", "images/s", "fraction"
+                ), f"{cls.__name__}.{name} lacks a unit"
 
 
 # ------------------------------------------------------------------- determinism

@@ -17,8 +17,8 @@ import pytest
 from pytest_mmperf.charts import _log_ticks
 from pytest_mmperf.html import format_value, render_html, write_html
 from pytest_mmperf.report import build_report
-from pytest_mmperf.units import format_bytes, format_number, format_seconds
 from pytest_mmperf.summary import terminal_family_lines
+from pytest_mmperf.units import format_bytes, format_number, format_seconds
 
 EVIL = '<script>alert("x")</script>&'
 
