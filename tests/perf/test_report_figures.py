@@ -24,13 +24,18 @@ import pytest
 from benchmarks.common import (
     ATTENTION_CASES,
     LOADER_CASES,
+    LOADER_TRAINING_CASES,
     LONG_CASES,
     PREPROCESS_CASES,
+    TRAINING_CASES,
     AttentionCase,
     LoaderCase,
+    LoaderTrainingCase,
     LongSequenceCase,
     PreprocessCase,
+    TrainingCase,
     Workload,
+    bf16_condition,
 )
 
 pytestmark = pytest.mark.mmperf_timing
@@ -45,6 +50,8 @@ class Plan:
     clip: AttentionCase
     long: LongSequenceCase
     scaling_tokens: tuple[int, ...]
+    training: TrainingCase
+    loader_training: LoaderTrainingCase
 
 
 _SMOKE = Plan(
@@ -54,6 +61,11 @@ _SMOKE = Plan(
                        heads=4),
     long=LongSequenceCase("smoke-long", tokens=512, text_tokens=16, dim=64, heads=4, window=64),
     scaling_tokens=(128, 256, 512),
+    training=TrainingCase("smoke-train", batch_size=2, image_size=64, patch_size=16, dim=32,
+                          heads=2, image_layers=1, text_layers=1, context_length=8,
+                          vocab_size=128),
+    loader_training=LoaderTrainingCase("smoke-loader", images=8, min_side=128, max_side=192,
+                                       batch_size=4, steps=2, training="micro-b8"),
 )
 
 
@@ -64,6 +76,8 @@ def _default_plan() -> Plan:
         clip=ATTENTION_CASES["clip-b4"],
         long=LONG_CASES["joint-4096"],
         scaling_tokens=(512, 1024, 2048, 4096),
+        training=TRAINING_CASES["long-1024"],
+        loader_training=LOADER_TRAINING_CASES["jpeg128-b32"],
     )
 
 
@@ -242,3 +256,70 @@ def test_family_attention_long(mmperf_report: Any, plan: Plan) -> None:
     memory = {r.implementation: r for r in records if r.metric == "memory"}
     assert memory["math"].slope > memory["sdpa"].slope, memory
     assert all(r.values[-1] > r.values[0] for r in memory.values()), memory
+
+
+# ------------------------------------------------------------------------------ training
+
+TRAIN_BACKENDS = ("math", "sdpa", "mha", "local", "seed_sparse")
+MIXED_PRECISION_CLAIM = "Seed: mixed precision significantly reduces training time"
+
+
+def test_family_training_step(mmperf_report: Any, plan: Plan) -> None:
+    """Every backend in fp32 and bf16 autocast: forward, backward and optimiser step of
+    reference/training.py's model, against explicit attention in fp32; then the seed's
+    mixed-precision claim, read off the same rows, with the hardware condition it holds under."""
+    case = plan.training
+    works = {}
+    for backend in TRAIN_BACKENDS:
+        for dtype in ("float32", "bfloat16"):
+            works[f"{backend} {dtype}"] = case.build(backend, dtype, "cpu", emulated_ok=True)
+    family = mmperf_report.family(
+        "training step", {name: work.fn for name, work in works.items()},
+        baseline="math float32", items=case.batch_size, unit="images",
+        title=f"Training step (forward, backward, AdamW): B={case.batch_size}, "
+              f"{(case.image_size // case.patch_size) ** 2} image tokens, D={case.dim}; "
+              "fp32 and bf16 per backend",
+        note=f"bf16: {bf16_condition()}")
+    _check(family)
+    _check_breakdowns(mmperf_report, "training step")
+    stages = {b["implementation"]: set(b["stages"]) for b in mmperf_report.figures
+              if b["kind"] == "breakdown" and b["family"] == "training step"}
+    assert {"forward", "backward", "optimizer"} <= stages["sdpa float32"], stages
+    # The claim: bf16 autocast against fp32, same backend; the explicit-attention pair is the
+    # family's own row, the others are ratios of the rows' medians.
+    measured: dict[str, Any] = {"math (explicit attention)": family.row("math bfloat16")}
+    for backend in ("sdpa", "local"):
+        fp32, bf16 = family.row(f"{backend} float32"), family.row(f"{backend} bfloat16")
+        measured[backend] = fp32.median_s / bf16.median_s
+    claim = mmperf_report.claim(
+        MIXED_PRECISION_CLAIM, claimed=(1.25, 3.0), measured=measured,
+        text=f"bf16 autocast against fp32 for the same training step ({case.name}); 'significant'"
+             f" read as at least 25 % faster. Hardware: {bf16_condition()}.")
+    assert claim.measured["math (explicit attention)"] == family.row("math bfloat16").speedup
+
+
+def test_family_loader_feeding_the_step(mmperf_report: Any, plan: Plan) -> None:
+    """The seed's DataLoader and the fast loader, each feeding the same training steps; images/s
+    end to end, and the share of the loop spent waiting for data (the stall fraction)."""
+    case = plan.loader_training
+    works = {"seed DataLoader": case.build("seed"), "fast loader": case.build("fast")}
+    try:
+        for work in works.values():
+            work.fn()  # start the persistent workers outside the measurement
+        family = mmperf_report.family(
+            "loader -> step", {name: work.fn for name, work in works.items()},
+            baseline="seed DataLoader", items=case.batch_size * case.steps, unit="images",
+            breakdown=False, memory=False,
+            title=f"Loader feeding the step: {case.images} JPEGs of {case.min_side}-"
+                  f"{case.max_side} px, batches of {case.batch_size}, {case.steps} steps a call")
+        _check(family)
+        stalls = {name: [work.fn().stall_fraction for _ in range(3)]
+                  for name, work in works.items()}
+    finally:
+        for work in works.values():
+            work.close()
+    for name, values in stalls.items():
+        assert all(0 <= v <= 1 for v in values), (name, values)
+    mmperf_report.add("stall", family="loader -> step", title="Data-stall fraction (share of "
+                      "the loop's wall time spent waiting for the next batch), 3 runs each",
+                      stall_fraction={name: sorted(v) for name, v in stalls.items()})
