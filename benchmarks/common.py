@@ -152,7 +152,7 @@ def check_dtype(dtype: str, device: str) -> None:
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not a benchmark dtype; accepted: {', '.join(DTYPES)}")
     if dtype == "bfloat16":
-        from reference.attention import has_native_bf16
+        from pytest_mmperf.devices import has_native_bf16
 
         if not has_native_bf16(device):
             raise NotImplementedError(
@@ -658,26 +658,15 @@ class TrainingCase:
 
     name: str
     batch_size: int
-    image_size: int = 224
-    patch_size: int = 32
-    dim: int = 128
-    heads: int = 4
-    image_layers: int = 2
-    text_layers: int = 2
-    fusion_layers: int = 1
-    context_length: int = 32
-    vocab_size: int = 4096
-    window: int = 16
+    # ModelConfig fields that differ from its defaults (224 px in 32 px patches, D=128, ...)
+    model: Mapping[str, int] = field(default_factory=dict)
     seed: int = 0
 
     def config(self) -> Any:
+        """The case's :class:`reference.training.ModelConfig` (validated there)."""
         from reference.training import ModelConfig
 
-        return ModelConfig(image_size=self.image_size, patch_size=self.patch_size,
-                           dim=self.dim, heads=self.heads, image_layers=self.image_layers,
-                           text_layers=self.text_layers, fusion_layers=self.fusion_layers,
-                           context_length=self.context_length, vocab_size=self.vocab_size,
-                           window=self.window)
+        return ModelConfig(**self.model)
 
     def build(self, impl: str, dtype: str = "float32", device: str = "cpu", *,
               emulated_ok: bool = False) -> Workload:
@@ -711,12 +700,13 @@ TRAINING_CASES: dict[str, TrainingCase] = {
     # batch 32 as the seed's loader delivers it: projections and MLPs dominate.
     "clip-tiny-b32": TrainingCase("clip-tiny-b32", batch_size=32),
     # 1024 image tokens (256 px in 8 px patches), D=64: attention dominates the step.
-    "long-1024": TrainingCase("long-1024", batch_size=2, image_size=256, patch_size=8, dim=64,
-                              image_layers=1, text_layers=1, context_length=16,
-                              vocab_size=512),
+    "long-1024": TrainingCase("long-1024", batch_size=2, model={
+        "image_size": 256, "patch_size": 8, "dim": 64, "image_layers": 1, "text_layers": 1,
+        "context_length": 16, "vocab_size": 512}),
     # A model so small that a loop feeding it is bound by its loader (224 px, D=32, B=8).
-    "micro-b8": TrainingCase("micro-b8", batch_size=8, dim=32, heads=2, image_layers=1,
-                             text_layers=1, context_length=16, vocab_size=256),
+    "micro-b8": TrainingCase("micro-b8", batch_size=8, model={
+        "dim": 32, "heads": 2, "image_layers": 1, "text_layers": 1, "context_length": 16,
+        "vocab_size": 256}),
 }
 
 

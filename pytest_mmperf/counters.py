@@ -233,7 +233,7 @@ def _as_4d(shape: Sequence[int]) -> tuple[int, int, int, int]:
     return math.prod(dims[:-3]), dims[-3], dims[-2], dims[-1]
 
 
-def attention_flops(
+def sdpa_flops(
     query_shape: Sequence[int], key_shape: Sequence[int], value_shape: Sequence[int]
 ) -> int:
     """FLOPs of dense attention, torch's ``sdpa_flop_count``: QK^T plus PV, 2 per multiply-add.
@@ -246,7 +246,7 @@ def attention_flops(
 
 
 def _sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:  # type: ignore[no-untyped-def]
-    return attention_flops(query_shape, key_shape, value_shape)
+    return sdpa_flops(query_shape, key_shape, value_shape)
 
 
 def _sdpa_cpu_backward_flop(  # type: ignore[no-untyped-def]
@@ -277,7 +277,7 @@ def mha_flops(
     lq, lk, e = int(query_shape[-2]), int(key_shape[-2]), embed_dim
     head_dim = e // num_heads
     projections = 2 * batch * lq * e * e + 2 * 2 * batch * lk * e * e + 2 * batch * lq * e * e
-    attention = attention_flops(
+    attention = sdpa_flops(
         (batch, num_heads, lq, head_dim), (batch, num_heads, lk, head_dim),
         (batch, num_heads, lk, head_dim),
     )

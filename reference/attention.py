@@ -12,7 +12,7 @@
 * :class:`SelfAttention`: the same over one joint sequence (see :func:`joint_sequence`).
 * :class:`LocalAttention`: genuinely sparse sliding-window attention, O(N·w) time and memory
   (implementation and window semantics in :mod:`reference._sparse`).
-* :func:`attention_flops`, :func:`autocast_context`, :func:`has_native_bf16`.
+* :func:`attention_flops`, :func:`autocast_context`.
 
 Profiler labels (``torch.profiler.record_function``): ``mmperf::projections``,
 ``mmperf::scores``, ``mmperf::softmax``, ``mmperf::weighted_sum``, ``mmperf::output``. Fused
@@ -47,7 +47,7 @@ BACKENDS: tuple[str, ...] = ("math", "sdpa", "mha")
 __all__ = [
     "BACKENDS", "LOCAL_IMPLS", "AttentionWeights", "CrossAttention", "LocalAttention",
     "SeedCrossAttention", "SeedSparseAttention", "SelfAttention", "attention_core",
-    "attention_flops", "autocast_context", "cpuinfo_has_bf16", "cross_attention", "has_native_bf16",
+    "attention_flops", "autocast_context", "cross_attention",
     "joint_sequence", "local_attention", "local_cross_attention", "seed_attention_flops",
 ]
 
@@ -473,45 +473,19 @@ def seed_attention_flops(batch: int, n_x: int, n_y: int, dim: int) -> int:
     return 2 * batch * (n_x + n_y) * dim * 3 * dim + 2 * batch * n_x * n_y * dim
 
 
-def has_native_bf16(device: torch.device | str = "cpu") -> bool:
-    """Whether ``device`` computes bfloat16 natively (so autocast to bf16 is a speed-up).
-
-    CPU: the ``avx512_bf16`` or ``amx_bf16`` flag in /proc/cpuinfo (False where that file does
-    not exist: without it, bf16 on CPU is emulated and slower than float32). CUDA:
-    ``torch.cuda.is_bf16_supported(including_emulation=False)``. Other devices: False.
-    """
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(
-            including_emulation=False)
-    if dev.type != "cpu":
-        return False
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            return cpuinfo_has_bf16(f.read())
-    except OSError:  # not Linux: no reliable flag source, assume emulated bf16
-        return False
-
-
-def cpuinfo_has_bf16(cpuinfo: str) -> bool:
-    """True when the first ``flags`` line of a /proc/cpuinfo text lists ``avx512_bf16`` or
-    ``amx_bf16`` (whole words: ``avx512bw`` alone does not count)."""
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            return bool(set(line.partition(":")[2].split()) & {"avx512_bf16", "amx_bf16"})
-    return False
-
-
 def autocast_context(device: torch.device | str,
                      dtype: torch.dtype | None = None) -> contextlib.AbstractContextManager[None]:
-    """``torch.autocast`` for ``device``: bfloat16 on CPU; on CUDA bfloat16 where native, else
-    float16. ``dtype`` overrides (bfloat16 or float16 only). Check :func:`has_native_bf16`
-    before choosing bf16 on CPU for speed: without AVX512-BF16/AMX it is a slowdown."""
+    """``torch.autocast`` for ``device``: bfloat16 on CPU; on CUDA bfloat16 where the GPU has it
+    natively, else float16. ``dtype`` overrides (bfloat16 or float16 only). Whether bf16 pays on a
+    CPU (AVX512-BF16 / AMX) is the caller's question (``pytest_mmperf.devices.has_native_bf16``
+    in this repository's tests and benchmarks): without native support it is a slowdown."""
     dev = torch.device(device)
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"autocast_context supports 'cpu' and 'cuda' devices, got {device!r}")
     if dtype is None:
-        dtype = torch.bfloat16 if dev.type == "cpu" or has_native_bf16(dev) else torch.float16
+        native = dev.type == "cuda" and torch.cuda.is_available() and \
+            torch.cuda.is_bf16_supported(including_emulation=False)
+        dtype = torch.bfloat16 if dev.type == "cpu" or native else torch.float16
     if dtype not in (torch.bfloat16, torch.float16):
         raise ValueError(f"autocast dtype must be torch.bfloat16 or torch.float16, got {dtype}")
     return torch.autocast(device_type=dev.type, dtype=dtype)

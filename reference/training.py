@@ -329,7 +329,7 @@ def train_step(model: ImageTextModel, batch: TrainBatch | tuple[torch.Tensor, ..
 
     precision: ``"fp32"``; ``"bf16"`` (forward under ``torch.autocast`` to bfloat16, fp32
     weights and gradients; a speed-up only with native bf16, see
-    :func:`reference.attention.has_native_bf16`); ``"fp16"`` (autocast to float16 and loss
+    ``pytest_mmperf.devices.has_native_bf16``); ``"fp16"`` (autocast to float16 and loss
     scaling through ``scaler``, a ``torch.amp.GradScaler("cuda")`` kept across steps; CUDA only).
     The mode (``train()`` / ``eval()``) is the caller's: ``seed_sparse`` applies its dropout in
     ``train()``. Gradients stay in ``.grad`` after the call (zeroed at the start of the next).

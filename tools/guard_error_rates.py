@@ -150,6 +150,8 @@ def summarise(scenario: Scenario, guards: list[dict[str, Any]], seconds: float) 
         "estimate_range": [min(estimates), max(estimates)] if estimates else None,
         "processes_median": statistics.median(g["n_processes"] for g in guards),
         "tau_median": statistics.median(e.get("tau", math.nan) for e in extra),
+        # the between-process spread the processes showed, before the floor (fork vs spawn)
+        "tau_dl_median": statistics.median(e.get("tau_dl", math.nan) for e in extra),
         "guard_wall_median_s": statistics.median(walls),
         "measuring_median_s": statistics.median(measuring),
         "worker_overhead_median_s": statistics.median(overhead) if overhead else None,

@@ -141,3 +141,29 @@ def test_preprocess_snapshot(mmperf_guard: Any, images_of: Any, impl: str) -> No
     pre = makers[impl]()
     mmperf_guard.snapshot(f"preprocess/{impl}/B4-small", _on(pre, images_of(4)),
                           tolerance={"ops": 0.0, "flops": 0.0, "peak_memory": 0.10})
+
+
+def test_fast_loader_starts_no_worker_process() -> None:
+    """The fast loader's default path decodes on a thread pool: an epoch starts no process (the
+    DataLoader-worker path pickles every chunk through shared memory, which under load made it
+    1.5x slower; on a quiet 2-core machine the two differ by ~6 %, too little to time)."""
+    import multiprocessing
+
+    from benchmarks.common import LOADER_CASES
+    from reference.preprocess import make_fast_loader
+
+    data = LOADER_CASES["jpeg16"].dataset()
+    paths, captions = [str(p) for p in data.paths], list(data.captions)
+    before = {p.pid for p in multiprocessing.active_children()}
+    loader = make_fast_loader(paths, captions, num_workers=2)
+    batches = list(loader)
+    started = {p.pid for p in multiprocessing.active_children()} - before
+    assert batches and not started, f"the fast loader started worker processes {sorted(started)}"
+    processes = make_fast_loader(paths, captions, num_workers=2, worker_type="process")
+    try:
+        list(processes)  # the same check sees DataLoader workers: it can fail
+        assert {p.pid for p in multiprocessing.active_children()} - before
+    finally:
+        iterator = getattr(processes.loader, "_iterator", None)
+        if iterator is not None:
+            iterator._shutdown_workers()

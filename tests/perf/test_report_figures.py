@@ -61,9 +61,9 @@ _SMOKE = Plan(
                        heads=4),
     long=LongSequenceCase("smoke-long", tokens=512, text_tokens=16, dim=64, heads=4, window=64),
     scaling_tokens=(128, 256, 512),
-    training=TrainingCase("smoke-train", batch_size=2, image_size=64, patch_size=16, dim=32,
-                          heads=2, image_layers=1, text_layers=1, context_length=8,
-                          vocab_size=128),
+    training=TrainingCase("smoke-train", batch_size=2, model={
+        "image_size": 64, "patch_size": 16, "dim": 32, "heads": 2, "image_layers": 1,
+        "text_layers": 1, "context_length": 8, "vocab_size": 128}),
     loader_training=LoaderTrainingCase("smoke-loader", images=8, min_side=128, max_side=192,
                                        batch_size=4, steps=2, training="micro-b8"),
 )
@@ -269,6 +269,7 @@ def test_family_training_step(mmperf_report: Any, plan: Plan) -> None:
     reference/training.py's model, against explicit attention in fp32; then the seed's
     mixed-precision claim, read off the same rows, with the hardware condition it holds under."""
     case = plan.training
+    config = case.config()
     works = {}
     for backend in TRAIN_BACKENDS:
         for dtype in ("float32", "bfloat16"):
@@ -277,7 +278,7 @@ def test_family_training_step(mmperf_report: Any, plan: Plan) -> None:
         "training step", {name: work.fn for name, work in works.items()},
         baseline="math float32", items=case.batch_size, unit="images",
         title=f"Training step (forward, backward, AdamW): B={case.batch_size}, "
-              f"{(case.image_size // case.patch_size) ** 2} image tokens, D={case.dim}; "
+              f"{(config.image_size // config.patch_size) ** 2} image tokens, D={config.dim}; "
               "fp32 and bf16 per backend",
         note=f"bf16: {bf16_condition()}")
     _check(family)

@@ -9,7 +9,7 @@ worker processes that re-run the test. Thresholds sit well under the ratios meas
 guard (case)                                       measured            threshold
 ================================================  =================  =========
 batched preprocessing vs the seed's loop (8 imgs)  8.0-17.8x          1.3x
-fast disk pipeline vs the seed's DataLoader        1.57-1.74x         1.2x
+fast disk pipeline vs the seed's DataLoader        2.0-3.4x           1.2x
 SDPA vs explicit attention core (N=1024)           2.99-3.22x         1.1x
 bf16 autocast vs float32 (CLIP block, B=4, SDPA)   1.25-1.59x         1.1x
 sparse vs fused dense core (N=4096, w=256)         3.06-5.87x         2.0x
@@ -49,8 +49,13 @@ from benchmarks.common import (
 
 # The batched path against the same work composed from its primitives: 0.94-1.04x measured.
 OVERHEAD_TOLERANCE = 0.10
+# loader: the thread-pool fast loader measured 3.39x [2.37, 4.84] the seed's DataLoader on a quiet
+# 2-core EPYC, 2.0-3.3x under load. Threads against DataLoader worker processes differ little on
+# a quiet machine (1.06x; 1.56x under load): that pair is guarded as "not slower", and the
+# counter guard test_fast_loader_starts_no_worker_process catches a loader back on processes.
 AT_LEAST = {"batched": 1.3, "loader": 1.2, "sdpa": 1.1, "bf16": 1.1, "sparse": 2.0,
-            "zero_copy": 1.2, "thread_loader": 1.1}
+            "zero_copy": 1.2}
+THREAD_LOADER_TOLERANCE = 0.10
 # Smaller versions of the registry cases (same classes, same implementations): each guard
 # re-runs its test in up to a few fresh processes, and plain `pytest` must stay short. Ratios
 # depend on the shape of the work (N against the window, uint8 against float), not on B.
@@ -166,10 +171,11 @@ def test_fast_loader_faster_than_seed_dataloader(mmperf_guard: Any,
     mmperf_guard.faster(fast, seed, at_least=AT_LEAST["loader"], name="fast vs seed loader")
 
 
-def test_thread_loader_faster_than_process_loader(mmperf_guard: Any) -> None:
+def test_thread_loader_not_slower_than_process_loader(mmperf_guard: Any) -> None:
     """The fast loader's default thread pool (decode and resize run outside the GIL) against
     the same work in DataLoader worker processes (shared memory, pickling, a process wake-up per
-    chunk): losing the thread path fails here."""
+    chunk): not slower (1.06x measured on a quiet machine, 1.56x under load). A loader back on
+    worker processes is caught by a counter guard (test_counters_preprocess.py)."""
     from reference.preprocess import make_fast_loader
 
     case = LOADER_CASES["jpeg16"]
@@ -180,8 +186,9 @@ def test_thread_loader_faster_than_process_loader(mmperf_guard: Any) -> None:
                                  worker_type="process")
     try:
         list(processes)  # starts the persistent workers: not part of the measurement
-        mmperf_guard.faster(lambda: list(threads), lambda: list(processes),
-                            at_least=AT_LEAST["thread_loader"], name="thread vs process loader")
+        mmperf_guard.not_slower(lambda: list(threads), lambda: list(processes),
+                                tolerance=THREAD_LOADER_TOLERANCE,
+                                name="thread vs process loader")
     finally:
         iterator = getattr(processes.loader, "_iterator", None)
         if iterator is not None:
@@ -194,7 +201,7 @@ def test_sdpa_faster_than_math(mmperf_guard: Any) -> None:
 
 
 def test_bf16_autocast_faster_than_float32(mmperf_guard: Any) -> None:
-    from reference.attention import has_native_bf16
+    from pytest_mmperf.devices import has_native_bf16
 
     if not has_native_bf16("cpu"):
         pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX): autocast to bf16 would "

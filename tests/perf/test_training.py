@@ -205,8 +205,9 @@ def test_fast_loader_and_step_ops_constant_in_batch_size(mmperf_guard: Any) -> N
                          [("sdpa", "float32"), ("sdpa", "bfloat16"), ("math", "float32"),
                           ("mha", "float32"), ("local", "float32"), ("seed_sparse", "float32")])
 def test_training_step_snapshot(mmperf_guard: Any, backend: str, precision: str) -> None:
-    case = TrainingCase("snap-b4", batch_size=4, dim=32, heads=2, image_layers=1, text_layers=1,
-                        context_length=16, vocab_size=256)
+    case = TrainingCase("snap-b4", batch_size=4, model={
+        "dim": 32, "heads": 2, "image_layers": 1, "text_layers": 1, "context_length": 16,
+        "vocab_size": 256})
     work = case.build(backend, precision, emulated_ok=True)
     mmperf_guard.snapshot(f"training/{backend}/{precision}/{case.name}", work,
                           tolerance={"ops": 0.0, "flops": 0.0, "peak_memory": 0.25})

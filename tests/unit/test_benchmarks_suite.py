@@ -75,8 +75,8 @@ import importlib, inspect, json, sys
 import torch
 torch.cuda.is_available = lambda: True
 torch.cuda.device_count = lambda: 4
-import reference.attention
-reference.attention.has_native_bf16 = lambda device="cpu": False
+import pytest_mmperf.devices
+pytest_mmperf.devices.has_native_bf16 = lambda device="cpu", cpuinfo=None: False
 out = {}
 for m in ("bench_attention", "bench_preprocess", "bench_training"):
     mod = importlib.import_module("benchmarks." + m)
@@ -204,12 +204,14 @@ def test_cuda_without_a_gpu_is_not_implemented(case: Any, monkeypatch: pytest.Mo
 
 
 def test_bf16_without_native_support_is_not_implemented(monkeypatch: pytest.MonkeyPatch) -> None:
-    import reference.attention
+    import pytest_mmperf.devices
 
-    monkeypatch.setattr(reference.attention, "has_native_bf16", lambda device="cpu": False)
+    monkeypatch.setattr(pytest_mmperf.devices, "has_native_bf16",
+                        lambda device="cpu", cpuinfo=None: False)
     with pytest.raises(NotImplementedError, match="no native bf16"):
         SMALL_ATTN.build("sdpa", "bfloat16", "cpu")
-    monkeypatch.setattr(reference.attention, "has_native_bf16", lambda device="cpu": True)
+    monkeypatch.setattr(pytest_mmperf.devices, "has_native_bf16",
+                        lambda device="cpu", cpuinfo=None: True)
     out = SMALL_ATTN.build("sdpa", "bfloat16", "cpu")()
     assert out.dtype == torch.bfloat16  # autocast really applied
 

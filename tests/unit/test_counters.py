@@ -17,7 +17,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from pytest_mmperf.counters import (
     METRICS,
     CounterReport,
-    attention_flops,
     count_bytes,
     count_flops,
     count_ops,
@@ -25,6 +24,7 @@ from pytest_mmperf.counters import (
     measure_counters,
     mha_flops,
     peak_memory,
+    sdpa_flops,
 )
 
 
@@ -123,7 +123,7 @@ def test_cpu_sdpa_flops_equal_explicit_attention() -> None:
         F.scaled_dot_product_attention(q, k, v)
     fixed = count_flops(lambda: F.scaled_dot_product_attention(q, k, v))
     explicit = count_flops(lambda: _explicit_attention(q, k, v))
-    assert fixed == explicit == 134_217_728 == attention_flops(q.shape, k.shape, v.shape)
+    assert fixed == explicit == 134_217_728 == sdpa_flops(q.shape, k.shape, v.shape)
     # torch 2.14.1 counts 0 (pytorch#195460); once it has a formula it must agree with ours.
     assert plain.get_total_flops() in (0, fixed)
     under_inference = count_flops(
