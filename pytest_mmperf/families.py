@@ -104,7 +104,7 @@ def check_family_args(name: object, implementations: object, baseline: object, i
         raise ValueError(f"family {name!r}: baseline {baseline!r} is not one of the "
                          f"implementations {list(impls)}")
     if items is not None and (isinstance(items, bool) or not isinstance(items, numbers.Real)
-                              or not items > 0):
+                              or not float(items) > 0):
         raise ValueError(f"family {name!r}: items must be a number > 0 (work items per call), "
                          f"got {items!r}")
     if not isinstance(unit, str) or not unit:

@@ -40,7 +40,8 @@ TIMING_MARKER = "mmperf_timing"
 
 def session_results(config: pytest.Config) -> list[GuardResult]:
     """Every guard result recorded in this session, in call order."""
-    return list(config.stash.get(RESULTS_KEY, []))
+    recorded: list[GuardResult] = config.stash.get(RESULTS_KEY, [])  # type: ignore[arg-type]
+    return list(recorded)
 
 
 def snapshot_store(config: pytest.Config) -> Any:

@@ -317,7 +317,9 @@ class Guard:
             raise TypeError(f"expected a zero-argument callable, got {type(fn).__name__} {fn!r}")
         counters = self.instruments.counters
         if counters is None:
-            from pytest_mmperf.counters import measure_counters as counters
+            from pytest_mmperf.counters import measure_counters
+
+            counters = measure_counters
         return counters(fn, device=device, metrics=tuple(metrics))
 
     def _counter_result(self, kind: str, name: str | None, metric: str, dev: str,

@@ -116,7 +116,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def _item_functions(item: pytest.Item) -> list[Callable[..., Any]]:
     """The test function and the functions of the fixtures it uses."""
-    functions = [item.function] if callable(getattr(item, "function", None)) else []
+    function = getattr(item, "function", None)
+    functions = [function] if callable(function) else []
     info = getattr(item, "_fixtureinfo", None)  # pytest's FuncFixtureInfo (stable since 3.x)
     for defs in getattr(info, "name2fixturedefs", {}).values():
         functions += [d.func for d in defs if callable(getattr(d, "func", None))]

@@ -12,6 +12,7 @@ the timing guards. Tests that call ``family`` or a timed ``scaling`` are timing 
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -153,8 +154,7 @@ class MmperfReport:
         if implementations is None:
             fns: dict[str, Callable[[Any], Callable[[], object]]] = {name: fn_of_size}
         else:
-            fns = {impl: (lambda size, impl=impl: fn_of_size(impl, size))
-                   for impl in implementations}
+            fns = {impl: functools.partial(fn_of_size, impl) for impl in implementations}
         if self._in_worker:
             return []  # only a family's pairs are pooled; nothing to measure here
         records = measure_scaling(
@@ -188,7 +188,8 @@ class MmperfReport:
             values[label], intervals[label] = _value_and_interval(title, label, item)
         first = next(iter(measured))
         record = Claim(title=title, claimed=[float(c) for c in claimed], measured=values,
-                       interval=intervals, verdict=claim_verdict(claimed, intervals[first]),
+                       interval=intervals,
+                       verdict=claim_verdict([float(c) for c in claimed], intervals[first]),
                        text=text, unit=unit, nodeid=self._nodeid)
         self._keep(record.to_dict())
         return record

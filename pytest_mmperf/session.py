@@ -53,7 +53,7 @@ def build_session_report(config: pytest.Config, *, with_machine: bool) -> dict[s
     return report.build_report(
         guards=guards,
         benchmarks=_benchmark_rows(config),
-        figures=config.stash.get(FIGURES_KEY, []),
+        figures=config.stash.get(FIGURES_KEY, []),  # type: ignore[arg-type]
         machine=machine,
         settings=cfg.settings_as_dict(settings) if settings is not None else {},
     )
