@@ -132,7 +132,7 @@ def measure_family(name: str, implementations: Mapping[str, Callable[[], object]
                    device: str = "cpu",
                    title: str | None = None, breakdown: bool = True, memory: bool = True,
                    note: str | None = None, confidence: float = 0.95,
-                   nodeid: str = "") -> FamilyFigures | None:
+                   before: Sequence[str] = (), nodeid: str = "") -> FamilyFigures | None:
     """Measure a family (see the module docstring); None in a worker process."""
     impls = check_family_args(name, implementations, baseline, items, unit)
     names = list(impls)
@@ -156,6 +156,12 @@ def measure_family(name: str, implementations: Mapping[str, Callable[[], object]
         else:
             rows[impl] = _row(impl, [t for p in pairs[impl] for t in p.candidate_s],
                               pairs[impl], confidence)
+    unknown = sorted(set(before) - set(names))
+    if unknown:
+        raise ValueError(f"family {name!r}: before {unknown} are not implementations "
+                         f"({names})")
+    for impl in before:
+        rows[impl].before = True
     if items is not None:
         for row in rows.values():
             row.throughput, row.throughput_unit = float(items) / row.median_s, f"{unit}/s"

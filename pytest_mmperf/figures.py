@@ -54,6 +54,7 @@ class FamilyRow(_Record):
     rounds: int
     processes: int = 1
     baseline: bool = False
+    before: bool = False  # a "before" version kept for comparison (never flagged as optimised)
     throughput: float | None = None
     throughput_unit: str | None = None
     gflops: float | None = None

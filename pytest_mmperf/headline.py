@@ -152,8 +152,8 @@ def roofline_flags(rows: Iterable[Mapping[str, Any]],
     Args:
         rows: figure rows, each with ``family``, ``implementation`` and ``peak_fraction``
             (achieved / peak, e.g. from :func:`efficiency`); ``peak_unit`` is shown when present.
-            Rows without a finite ``peak_fraction``, with ``baseline: True``, or whose
-            implementation is in ``baselines`` (the "before" versions) are not flagged.
+            Rows without a finite ``peak_fraction``, with ``baseline: True`` or ``before: True``,
+            or whose implementation is in ``baselines`` (the "before" versions) are not flagged.
         breakdowns: breakdown records (``StageBreakdown.to_figure(family, implementation)``:
             ``family``, ``implementation``, ``stages``, ``total_s``); the largest stage of the
             matching record is named, else "no stage breakdown".
@@ -173,7 +173,8 @@ def roofline_flags(rows: Iterable[Mapping[str, Any]],
     for row in rows:
         fraction = row.get("peak_fraction")
         impl = str(row.get("implementation"))
-        if row.get("baseline") or impl in baselines or isinstance(fraction, bool) \
+        if row.get("baseline") or row.get("before") or impl in baselines \
+                or isinstance(fraction, bool) \
                 or not isinstance(fraction, (int, float)) or not math.isfinite(fraction) \
                 or fraction >= threshold:
             continue

@@ -74,7 +74,7 @@ class MmperfReport:
                bytes: float | Mapping[str, float] | None = None,  # noqa: A002 - the issue's name
                title: str | None = None, breakdown: bool = True, memory: bool = True,
                dtype: str | Mapping[str, str] = "float32", device: Any = None,
-               note: str | None = None,
+               note: str | None = None, before: Sequence[str] = (),
                budget_s: float | None = None, processes: int | None = None) -> Family:
         """Measure ``implementations`` (name -> zero-argument callable) against ``baseline``
         and record the family (see :mod:`pytest_mmperf.families`).
@@ -84,7 +84,9 @@ class MmperfReport:
         the fraction of the calibrated peak (a matmul of ``dtype``, one name or one per
         implementation, or a memory copy); breakdown: the
         stage breakdown from each implementation's ``mmperf::<stage>`` labels; memory: peak
-        tensor memory of one call; budget_s/processes: per pair, overriding the run's plan.
+        tensor memory of one call; before: implementations kept as "before" versions (never
+        flagged below roofline as optimised code); budget_s/processes: per pair, overriding the
+        run's plan.
         Returns the :class:`~pytest_mmperf.figures.Family` written to the report.
         """
         plan = self._plan_with(budget_s, processes)
@@ -109,7 +111,7 @@ class MmperfReport:
             plan=replace(plan, calibration_s=0.0) if worker else plan, items=items, unit=unit,
             flops=flops, bytes=bytes, dtype=dtype, device=dev, title=title,
             breakdown=breakdown and not worker, memory=memory and not worker, note=note,
-            confidence=guard.settings.confidence, nodeid=self._nodeid)
+            confidence=guard.settings.confidence, before=before, nodeid=self._nodeid)
         assert figures is not None
         self._keep(figures.family.to_dict())
         for record in (*figures.efficiencies, *figures.breakdowns):

@@ -136,7 +136,7 @@ def test_family_preprocessing(mmperf_report: Any, plan: Plan) -> None:
     moved = _pixel_bytes(case.images()) + case.batch_size * 3 * 224 * 224 * 4
     family = mmperf_report.family(
         "preprocessing", {impl: work.fn for impl, work in works.items()}, baseline="naive",
-        items=case.batch_size, unit="images", bytes=moved,
+        items=case.batch_size, unit="images", bytes=moved, before=("seed",),
         title=f"In-memory preprocessing: {case.batch_size} images of "
               f"{case.min_side}-{case.max_side} px -> (B, 3, 224, 224)")
     _check(family)
@@ -195,7 +195,8 @@ def _attention_family(report: Any, name: str, works: dict[str, Workload], tokens
     family = report.family(
         name, {impl: _labelled(work).fn for impl, work in works.items()}, baseline="math",
         items=tokens, unit="tokens", flops={impl: w.flops for impl, w in works.items()},
-        dtype={impl: w.dtype for impl, w in works.items()}, title=title, note=note)
+        dtype={impl: w.dtype for impl, w in works.items()}, title=title, note=note,
+        before=[impl for impl in works if impl == "seed"])
     _check(family)
     return family
 
@@ -277,6 +278,7 @@ def test_family_training_step(mmperf_report: Any, plan: Plan) -> None:
     family = mmperf_report.family(
         "training step", {name: work.fn for name, work in works.items()},
         baseline="math float32", items=case.batch_size, unit="images",
+        before=("seed_sparse float32", "seed_sparse bfloat16"),
         title=f"Training step (forward, backward, AdamW): B={case.batch_size}, "
               f"{(config.image_size // config.patch_size) ** 2} image tokens, D={config.dim}; "
               "fp32 and bf16 per backend",

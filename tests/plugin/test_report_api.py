@@ -104,6 +104,8 @@ def test_bad(mmperf_report):
     with pytest.raises(ValueError, match="flops\\\\['a'\\\\] must be a finite number >= 0"):
         mmperf_report.family("f", {"a": lambda: 1, "b": lambda: 2}, baseline="a",
                              flops={"a": -1})
+    with pytest.raises(ValueError, match="before \\\\['z'\\\\] are not implementations"):
+        mmperf_report.family("f", {"a": lambda: 1, "b": lambda: 2}, baseline="a", before=["z"])
     with pytest.raises(ValueError, match="claimed must be \\\\(low, high\\\\)"):
         mmperf_report.claim("c", claimed=(3, 1), measured={"x": 1.0})
 """)

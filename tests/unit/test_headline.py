@@ -13,7 +13,9 @@ FIGURES: list[dict[str, Any]] = [
         {"implementation": "batched", "median_s": 0.016, "speedup": 3.1,
          "speedup_ci": [2.8, 3.4], "peak_fraction": 0.045, "peak_unit": "GB/s (memory copy)"},
         {"implementation": "seed", "median_s": 0.049, "speedup": 1.02,
-         "speedup_ci": [0.9, 1.1], "peak_fraction": 0.4}]},
+         "speedup_ci": [0.9, 1.1], "peak_fraction": 0.4},
+        {"implementation": "seed_v2", "median_s": 0.049, "speedup": 1.02, "before": True,
+         "speedup_ci": [0.9, 1.1], "peak_fraction": 0.02}]},
     {"kind": "breakdown", "family": "pre", "implementation": "batched", "total_s": 0.016,
      "stages": {"resize": 0.009, "normalize": 0.006, "other (unlabelled)": 0.001}},
     {"kind": "claim", "title": "30-50 % faster", "claimed": [1.3, 1.5], "unit": "x",
@@ -31,8 +33,8 @@ def test_answers_name_fastest_speedup_bottleneck_and_peak() -> None:
                         "batched: resize 56 %, normalize 38 %; 4.5 % of peak (GB/s (memory copy))")
     assert lines[1] == ("CLAIM 30-50 % faster: REFUTED (claimed 1.30-1.50x, measured 1.02x "
                         "[0.9, 1.10])")
-    # Below a quarter of its roofline, with its largest stage; the baseline is never flagged and
-    # the seed (40 %) is above the line.
+    # Below a quarter of its roofline, with its largest stage; the baseline and "before" versions
+    # are never flagged and the seed (40 %) is above the line.
     assert lines[2:] == ["BELOW ROOFLINE pre/batched at 4.5 % of its peak (GB/s (memory copy), "
                          "< 25 %): largest stage resize 56 % (9.0 ms of 16.0 ms)"]
 
