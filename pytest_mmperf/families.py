@@ -32,10 +32,8 @@ from pytest_mmperf import stats
 from pytest_mmperf.figures import Breakdown, Efficiency, Family, FamilyRow, Scaling
 from pytest_mmperf.measure import PairSamples
 
-# sampler(candidate, baseline, label) -> samples of each pooled process (None: a worker process
-# measuring another pair; the family is not built there)
-PairSampler = Callable[[Callable[[], object], Callable[[], object], str],
-                       "list[PairSamples] | None"]
+# sampler(candidate, baseline, label) -> samples of each pooled process
+PairSampler = Callable[[Callable[[], object], Callable[[], object], str], list[PairSamples]]
 
 
 @dataclass(frozen=True)
@@ -132,22 +130,15 @@ def measure_family(name: str, implementations: Mapping[str, Callable[[], object]
                    device: str = "cpu",
                    title: str | None = None, breakdown: bool = True, memory: bool = True,
                    note: str | None = None, confidence: float = 0.95,
-                   before: Sequence[str] = (), nodeid: str = "") -> FamilyFigures | None:
-    """Measure a family (see the module docstring); None in a worker process."""
+                   before: Sequence[str] = (), nodeid: str = "") -> FamilyFigures:
+    """Measure a family (see the module docstring)."""
     impls = check_family_args(name, implementations, baseline, items, unit)
     names = list(impls)
     flops_of = _per_implementation(flops, names, "flops")
     bytes_of = _per_implementation(bytes, names, "bytes")
     dtype_of = _dtypes(dtype, names)
-    pairs: dict[str, list[PairSamples]] = {}
-    for impl in names:
-        if impl == baseline:
-            continue
-        got = sample(impls[impl], impls[baseline], f"{name}: {impl} vs {baseline}")
-        if got is not None:
-            pairs[impl] = got
-    if len(pairs) != len(names) - 1:
-        return None  # a worker: it measured its pair and stopped before this point
+    pairs = {impl: sample(impls[impl], impls[baseline], f"{name}: {impl} vs {baseline}")
+             for impl in names if impl != baseline}
     rows: dict[str, FamilyRow] = {}
     for impl in names:
         if impl == baseline:

@@ -53,16 +53,6 @@ class ForkServer:
         self._ready = False
         self._launched = 0.0
 
-    def prestart(self) -> None:
-        """Start the server now without waiting for it; :meth:`run` waits for it to be ready.
-        (The plugin does not prestart: on a 2-core machine the server's imports would compete
-        with the parent's own measurement.)"""
-        if self._proc is None and not self.broken and fork_available():
-            try:
-                self._launch()
-            except ForkServerError:
-                pass  # broken: the first worker spawns an interpreter instead
-
     def _launch(self) -> None:
         env = {k: v for k, v in self.env.items() if k != "PYTEST_MMPERF_WORKER"}
         self._launched = time.perf_counter()

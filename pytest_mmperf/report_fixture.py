@@ -112,7 +112,6 @@ class MmperfReport:
             flops=flops, bytes=bytes, dtype=dtype, device=dev, title=title,
             breakdown=breakdown and not worker, memory=memory and not worker, note=note,
             confidence=guard.settings.confidence, before=before, nodeid=self._nodeid)
-        assert figures is not None
         self._keep(figures.family.to_dict())
         for record in (*figures.efficiencies, *figures.breakdowns):
             self._keep(record.to_dict())

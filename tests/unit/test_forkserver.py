@@ -32,7 +32,6 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     (root / "test_probe.py").write_text(TESTS)
     (root / "pytest.ini").write_text("[pytest]\n")
     srv = ForkServer(sys.executable, root)
-    srv.prestart()
     yield srv, root
     srv.close()
 
