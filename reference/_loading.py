@@ -258,6 +258,21 @@ class FastLoader:
         on_device = self.target is not None and o.normalize_on_device
         fmt = torch.channels_last if o.channels_last else torch.contiguous_format
         chunks = iter(self.loader)
+        try:
+            yield from self._process_batches(chunks, on_device, fmt)
+        except Exception:
+            # A worker's error (a bad file) ends the epoch: stop its workers now, not when the
+            # garbage collector finds the iterator held by the traceback (10 s of joins seen).
+            if not self.loader.persistent_workers:
+                shutdown = getattr(chunks, "_shutdown_workers", None)
+                if shutdown is not None:
+                    shutdown()
+            raise
+
+    def _process_batches(self, chunks: Iterator[tuple[torch.Tensor, list[str]]], on_device: bool,
+                         fmt: torch.memory_format) -> Iterator[tuple[torch.Tensor, list[str]]]:
+        """Normalised batches assembled from the DataLoader's uint8 chunks (process workers)."""
+        o = self.options
         for sizes in self._sampler.plan:
             shape = (sum(sizes), 3, o.size, o.size)
             out = torch.empty(shape, dtype=o.dtype, memory_format=fmt,

@@ -7,6 +7,7 @@ chunked batches across workers, options, profiler labels, and corrupt files name
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pathlib
 import re
@@ -243,8 +244,11 @@ def test_bad_file_in_a_worker_names_its_path(bad_files: dict[str, pathlib.Path],
     paths = [mmperf_jpeg_dataset.paths[0], bad_files["truncated"]]
     loader = make_fast_loader(paths, ["a", "b"], num_workers=2, persistent_workers=False,
                               worker_type=worker_type)
+    before = set(multiprocessing.active_children())
     with pytest.raises(ValueError, match=re.escape(str(bad_files["truncated"]))):
         _epoch(loader)
+    # the error stopped the worker processes at once (not at a later garbage collection)
+    assert set(multiprocessing.active_children()) <= before
 
 
 def test_missing_file_raises_file_not_found(tmp_path: pathlib.Path) -> None:
