@@ -17,6 +17,7 @@ plugin starts fresh interpreters. Pytest-free at import (the server imports pyte
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
@@ -29,6 +30,9 @@ from typing import IO, Any
 
 PRELOAD = ("pytest", "torch", "pytest_mmperf.plugin", "pytest_mmperf.guard_fixture",
            "pytest_mmperf.counters", "pytest_mmperf.measure")
+# Imported too where installed: importing torchvision alone takes ~2.8 s (it imports
+# torch._dynamo) and starts no thread, so every worker would otherwise pay it again.
+PRELOAD_IF_INSTALLED = ("numpy", "PIL.Image", "torchvision", "torchvision.transforms.v2")
 START_TIMEOUT_S = 120.0
 
 
@@ -41,7 +45,32 @@ def fork_available() -> bool:
 
 
 class ForkServer:
-    """Client side: start the server lazily, run workers through it, close it at the end."""
+    """Client side: start the server lazily, run workers through it, close it at the end.
+
+    :meth:`shared` hands every pytest session of one process the same server (pytester's
+    in-process runs, a tool that calls ``pytest.main`` repeatedly), so its imports are paid
+    once; each request carries its own working directory and environment.
+    """
+
+    _shared: dict[tuple[str, str | None], ForkServer] = {}
+
+    @classmethod
+    def shared(cls, python: str, cwd: str | os.PathLike[str]) -> ForkServer:
+        """The process's server for ``python`` (a new one after a failure); closed at exit.
+        Keyed by PYTHONPATH too: it is read once, when the server starts."""
+        key = (python, os.environ.get("PYTHONPATH"))
+        server = cls._shared.get(key)
+        if server is None or server.broken:
+            server = cls._shared[key] = cls(python, cwd)
+            if len(cls._shared) == 1:
+                atexit.register(cls._close_shared)
+        return server
+
+    @classmethod
+    def _close_shared(cls) -> None:
+        for server in cls._shared.values():
+            server.close()
+        cls._shared.clear()
 
     def __init__(self, python: str, cwd: str | os.PathLike[str],
                  env: Mapping[str, str] | None = None) -> None:
@@ -97,13 +126,15 @@ class ForkServer:
         return dict(json.loads(line))
 
     def run(self, argv: Sequence[str], *, env: Mapping[str, str], output: str,
-            timeout_s: float) -> int:
-        """Run ``pytest.main(argv)`` in a forked child with ``env``; its output goes to the file
-        ``output``. Returns the exit code; raises ``subprocess.TimeoutExpired`` after
-        ``timeout_s`` (the child is killed) and :class:`ForkServerError` if the server died."""
+            timeout_s: float, cwd: str | os.PathLike[str] | None = None) -> int:
+        """Run ``pytest.main(argv)`` in a forked child with ``env`` in ``cwd`` (default: the
+        server's); its output goes to the file ``output``. Returns the exit code; raises
+        ``subprocess.TimeoutExpired`` after ``timeout_s`` (the child is killed) and
+        :class:`ForkServerError` if the server died."""
         proc = self._start()
         assert proc.stdin is not None
-        request = {"argv": list(argv), "cwd": self.cwd, "env": dict(env), "output": output}
+        request = {"argv": list(argv), "cwd": os.fspath(self.cwd if cwd is None else cwd),
+                   "env": dict(env), "output": output}
         try:
             proc.stdin.write(json.dumps(request) + "\n")
             proc.stdin.flush()
@@ -161,6 +192,20 @@ def _child(request: Mapping[str, Any]) -> int:
     return int(pytest.main(list(request["argv"])))
 
 
+def _pytest_plugin_modules() -> list[str]:
+    """The modules of pytest's own plugins and of installed ``pytest11`` entry points, which
+    every worker's ``pytest.main`` imports (~0.3 s)."""
+    from importlib.metadata import entry_points
+
+    try:
+        from _pytest.config import default_plugins  # private: absent in some pytest, then skip
+    except ImportError:
+        default_plugins = ()
+    names = [f"_pytest.{name}" for name in default_plugins]
+    names += [ep.value.split(":")[0] for ep in entry_points(group="pytest11")]
+    return names
+
+
 def serve(stdin: IO[str] | None = None, stdout: IO[str] | None = None) -> None:
     """The server loop (run as ``python -c "from pytest_mmperf.forkserver import serve;
     serve()"``)."""
@@ -168,6 +213,11 @@ def serve(stdin: IO[str] | None = None, stdout: IO[str] | None = None) -> None:
 
     for name in PRELOAD:
         importlib.import_module(name)
+    for name in (*PRELOAD_IF_INSTALLED, *_pytest_plugin_modules()):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - optional: the worker imports (and reports) it itself
+            pass
     inp, out = stdin or sys.stdin, stdout or sys.stdout
     out.write(json.dumps({"ready": os.getpid()}) + "\n")
     out.flush()

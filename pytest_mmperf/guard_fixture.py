@@ -183,13 +183,13 @@ def guard_for_request(request: pytest.FixtureRequest) -> PytestGuard:
 
 
 def fork_server(config: pytest.Config) -> ForkServer | None:
-    """The session's fork server for timing-guard workers (started at the first worker, closed
-    at the end of the session); None under ``--mmperf-isolation=spawn`` or without os.fork."""
+    """The fork server for the session's timing-guard workers (started at the first worker,
+    shared with later sessions of this process, closed at exit); None under
+    ``--mmperf-isolation=spawn`` or without os.fork."""
     holder = config.stash.get(FORK_SERVER_KEY, None)
     if holder is None:
         server = None
         if get_settings(config).isolation == "fork" and fork_available():
-            server = ForkServer(sys.executable, config.rootpath)
-            config.add_cleanup(server.close)
+            server = ForkServer.shared(sys.executable, config.rootpath)
         holder = config.stash[FORK_SERVER_KEY] = [server]
     return holder[0]

@@ -2,7 +2,8 @@
 
 pytester's in-process runs drop every module first imported inside the inner run when it ends;
 torch cannot be imported twice in one process, so it (and the modules whose classes tests
-compare) is imported here, once, before any inner run.
+compare) is imported here, once, before any inner run. The same holds for ``torch._dynamo``
+(imported lazily by torch's FLOP counter; it registers a TORCH_LIBRARY, which cannot happen twice).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 
 import pytest
 import torch  # noqa: F401  (see the module docstring)
+import torch._dynamo  # noqa: F401
 
 import pytest_mmperf.devices  # noqa: F401
 import pytest_mmperf.synthetic  # noqa: F401

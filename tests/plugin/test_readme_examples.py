@@ -22,8 +22,9 @@ def test_readme_example_runs(pytester: pytest.Pytester, index: int) -> None:
     source = _example_blocks()[index]
     pytester.makepyfile(**{f"test_readme_{index}": source})
     tests = re.findall(r"^def (test_\w+)", source, re.M)
-    # The default budget and processes: the examples run as a user would run them.
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs")
+    # The default budget and processes: the examples run as a user would run them (in-process:
+    # timing-guard workers still start fresh, forked from the session's shared server).
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs")
     outcomes = result.parseoutcomes()
     # every example test passes, except those restricted to a device kind this machine lacks
     restricted = source.count("mmperf_devices(")

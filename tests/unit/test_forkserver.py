@@ -31,9 +31,8 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("fork")
     (root / "test_probe.py").write_text(TESTS)
     (root / "pytest.ini").write_text("[pytest]\n")
-    srv = ForkServer(sys.executable, root)
+    srv = ForkServer.shared(sys.executable, root)  # the session's own guards may reuse it
     yield srv, root
-    srv.close()
 
 
 def test_children_run_pytest_with_their_environment(server, tmp_path: Path) -> None:
@@ -41,24 +40,24 @@ def test_children_run_pytest_with_their_environment(server, tmp_path: Path) -> N
     out = tmp_path / "out.log"
     env = {**os.environ, "MMPERF_PROBE": "42"}
     code = srv.run(["test_probe.py::test_env", "-q", "-s", "-p", "no:cacheprovider"], env=env,
-                   output=str(out), timeout_s=120)
+                   output=str(out), timeout_s=120, cwd=root)
     text = out.read_text()
     assert code == 0, text
     assert "1 passed" in text and f"pid {os.getpid()}" not in text
     assert srv.start_s is not None and srv.start_s > 0
     code = srv.run(["test_probe.py::test_env", "-q", "-p", "no:cacheprovider"],
-                   env=dict(os.environ), output=str(out), timeout_s=120)
+                   env=dict(os.environ), output=str(out), timeout_s=120, cwd=root)
     assert code == 1 and "KeyError" in out.read_text()  # no MMPERF_PROBE in that child
 
 
 def test_overrunning_child_is_killed_and_the_server_goes_on(server, tmp_path: Path) -> None:
-    srv, _ = server
+    srv, root = server
     with pytest.raises(subprocess.TimeoutExpired):
         srv.run(["test_probe.py::test_slow", "-q", "-p", "no:cacheprovider"],
-                env=dict(os.environ), output=str(tmp_path / "slow.log"), timeout_s=3)
+                env=dict(os.environ), output=str(tmp_path / "slow.log"), timeout_s=3, cwd=root)
     env = {**os.environ, "MMPERF_PROBE": "42"}
     assert srv.run(["test_probe.py::test_env", "-q", "-p", "no:cacheprovider"], env=env,
-                   output=str(tmp_path / "again.log"), timeout_s=120) == 0
+                   output=str(tmp_path / "again.log"), timeout_s=120, cwd=root) == 0
     assert not srv.broken
 
 
@@ -69,3 +68,21 @@ def test_a_server_that_cannot_start_is_marked_broken(tmp_path: Path) -> None:
     assert srv.broken
     with pytest.raises(ForkServerError, match="failed earlier"):
         srv.run(["-q"], env=dict(os.environ), output=str(tmp_path / "x.log"), timeout_s=5)
+
+
+def test_sessions_of_one_process_share_a_server_and_bring_their_own_directory(
+        tmp_path: Path) -> None:
+    """pytester's in-process sessions (and tools calling pytest.main) pay the imports once."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "test_here.py").write_text("def test_here():\n    pass\n")
+    first = ForkServer.shared(sys.executable, tmp_path)
+    assert ForkServer.shared(sys.executable, other) is first
+    out = tmp_path / "out.log"
+    assert first.run(["test_here.py", "-q", "-p", "no:cacheprovider"], env=dict(os.environ),
+                     output=str(out), timeout_s=120, cwd=other) == 0, out.read_text()
+    assert "1 passed" in out.read_text()
+    first.close()
+    first.broken = True  # a failed server is replaced, not handed out again
+    replacement = ForkServer.shared(sys.executable, tmp_path)
+    assert replacement is not first and not replacement.broken
