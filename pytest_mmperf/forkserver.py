@@ -30,9 +30,10 @@ from typing import IO, Any
 
 PRELOAD = ("pytest", "torch", "pytest_mmperf.plugin", "pytest_mmperf.guard_fixture",
            "pytest_mmperf.counters", "pytest_mmperf.measure")
-# Imported too where installed: importing torchvision alone takes ~2.8 s (it imports
-# torch._dynamo) and starts no thread, so every worker would otherwise pay it again.
-PRELOAD_IF_INSTALLED = ("numpy", "PIL.Image", "torchvision", "torchvision.transforms.v2")
+# Imported too when the session that starts the server has imported them (its tests will
+# again): importing torchvision alone takes ~2.8 s (it imports torch._dynamo) and starts no
+# thread, so every worker would otherwise pay it again; a session without it pays nothing.
+PRELOAD_IF_IMPORTED = ("numpy", "PIL.Image", "torchvision", "torchvision.transforms.v2")
 START_TIMEOUT_S = 120.0
 
 
@@ -73,8 +74,12 @@ class ForkServer:
         cls._shared.clear()
 
     def __init__(self, python: str, cwd: str | os.PathLike[str],
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None,
+                 preload: Sequence[str] | None = None) -> None:
+        """``preload``: optional modules the server imports besides :data:`PRELOAD` (default:
+        those of :data:`PRELOAD_IF_IMPORTED` that this process has imported when it starts)."""
         self.python, self.cwd = python, os.fspath(cwd)
+        self.preload = None if preload is None else list(preload)
         self.env = dict(os.environ if env is None else env)
         self._proc: subprocess.Popen[str] | None = None
         self.start_s: float | None = None  # seconds the server took to start (imports)
@@ -88,7 +93,10 @@ class ForkServer:
         self._ready = False
         try:
             self._proc = subprocess.Popen(
-                [self.python, "-c", "from pytest_mmperf.forkserver import serve; serve()"],
+                [self.python, "-c", "import sys; from pytest_mmperf.forkserver import serve; "
+                 "serve(preload=sys.argv[1:])",
+                 *(self.preload if self.preload is not None else
+                   [name for name in PRELOAD_IF_IMPORTED if name in sys.modules])],
                 cwd=self.cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL, text=True, bufsize=1)
         except OSError as exc:
@@ -187,6 +195,10 @@ def _child(request: Mapping[str, Any]) -> int:
     os.dup2(fd, 2)
     os.environ.clear()
     os.environ.update(request["env"])
+    # A fresh interpreter would put the request's PYTHONPATH on sys.path: so does the child.
+    extra = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep)
+             if p and p not in sys.path]
+    sys.path[1:1] = extra
     os.chdir(request["cwd"])
     signal.signal(signal.SIGINT, signal.default_int_handler)
     return int(pytest.main(list(request["argv"])))
@@ -206,14 +218,15 @@ def _pytest_plugin_modules() -> list[str]:
     return names
 
 
-def serve(stdin: IO[str] | None = None, stdout: IO[str] | None = None) -> None:
-    """The server loop (run as ``python -c "from pytest_mmperf.forkserver import serve;
-    serve()"``)."""
+def serve(stdin: IO[str] | None = None, stdout: IO[str] | None = None,
+          preload: Sequence[str] = ()) -> None:
+    """The server loop (run by :class:`ForkServer` as ``python -c "...; serve(preload=...)"``);
+    ``preload``: optional modules to import besides :data:`PRELOAD` and pytest's plugins."""
     import importlib
 
     for name in PRELOAD:
         importlib.import_module(name)
-    for name in (*PRELOAD_IF_INSTALLED, *_pytest_plugin_modules()):
+    for name in (*preload, *_pytest_plugin_modules()):
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - optional: the worker imports (and reports) it itself

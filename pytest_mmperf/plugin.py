@@ -187,7 +187,7 @@ def pytest_report_collectionfinish(config: pytest.Config, items: Sequence[pytest
     described = "; ".join(devices.describe_device(d) for d in requested_devices(config))
     return [f"mmperf devices: {described}",
             f"mmperf: torch {info['torch']}, torchvision {info['torchvision']}, "
-            f"{info['torch_threads']} threads, CPU capability {info['cpu_capability']}, "
+            f"{info['torch_threads']} threads, CPU {info['cpu_capability']}, "
             f"native bf16: {'yes' if info['cpu_native_bf16'] else 'no'}"]
 
 

@@ -203,5 +203,5 @@ def test_collection_report_describes_devices_and_torch(pytester: pytest.Pytester
     assert result.ret == 0
     result.stdout.fnmatch_lines([
         "mmperf devices: cpu (*, * threads)",
-        "mmperf: torch 2.*, torchvision 0.*, * threads, CPU capability *, native bf16: *",
+        "mmperf: torch 2.*, torchvision 0.*, * threads, CPU *, native bf16: *",
     ])

@@ -86,3 +86,19 @@ def test_sessions_of_one_process_share_a_server_and_bring_their_own_directory(
     first.broken = True  # a failed server is replaced, not handed out again
     replacement = ForkServer.shared(sys.executable, tmp_path)
     assert replacement is not first and not replacement.broken
+
+
+def test_children_put_the_requests_pythonpath_on_sys_path(server, tmp_path: Path) -> None:
+    """As a new interpreter would: tools/regression_proof.py shadows reference/ this way."""
+    srv, _ = server
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "mmperf_probe_module.py").write_text("VALUE = 7\n")
+    (tmp_path / "test_imports.py").write_text(
+        "def test_imports():\n    import mmperf_probe_module\n"
+        "    assert mmperf_probe_module.VALUE == 7\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "lib")}
+    out = tmp_path / "out.log"
+    code = srv.run(["test_imports.py", "-q", "-p", "no:cacheprovider"], env=env,
+                   output=str(out), timeout_s=120, cwd=tmp_path)
+    assert code == 0, out.read_text()
+    assert str(tmp_path / "lib") not in sys.path  # the server's own process is untouched

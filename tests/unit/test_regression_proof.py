@@ -68,7 +68,7 @@ def test_unknown_regression_name(proof: ModuleType) -> None:
 
 
 def test_selection_excludes_only_the_other_area(proof: ModuleType, tmp_path: Path) -> None:
-    for name in ("test_counters_attention.py", "test_counters_preprocess.py", "test_timing.py"):
+    for name in ("test_timing.py", "test_counters_attention.py", "test_counters_preprocess.py"):
         (tmp_path / name).write_text("", encoding="utf-8")
     pre = [Path(f).name for f in proof.select_files(proof.regression_by_name("per-image-loop"),
                                                      tmp_path)]
@@ -77,6 +77,16 @@ def test_selection_excludes_only_the_other_area(proof: ModuleType, tmp_path: Pat
     assert pre == ["test_counters_preprocess.py", "test_timing.py"]
     assert att == ["test_counters_attention.py", "test_timing.py"]
     assert len(proof.select_files(None, tmp_path)) == 3
+
+
+def test_cheap_counter_files_run_before_timing_files(proof: ModuleType, tmp_path: Path) -> None:
+    names = ["test_timing.py", "test_training.py", "test_cases.py", "test_zzz.py",
+             "test_counters_preprocess.py"]
+    for name in names:
+        (tmp_path / name).write_text("", encoding="utf-8")
+    assert [Path(f).name for f in proof.select_files(None, tmp_path)] == [
+        "test_counters_preprocess.py", "test_training.py", "test_cases.py", "test_timing.py",
+        "test_zzz.py"]
 
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>

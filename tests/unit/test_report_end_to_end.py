@@ -3,11 +3,12 @@ the terminal summary, ``--mmperf-json`` and ``--mmperf-html``, and the three agr
 
 from __future__ import annotations
 
+import contextlib
 import html as htmllib
+import io
 import json
+import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,18 +27,26 @@ NO_BREAKDOWN = {"loader -> step"}
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, str, float]:
+    """One run of the figure tests, in this process (as pytester's inline runs do: no second
+    interpreter or torch import; the timing workers fork from the shared server)."""
     out = tmp_path_factory.mktemp("report")
+    terminal = io.StringIO()
     start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/perf/test_report_figures.py", "-q",
-         "-p", "no:cacheprovider", "--mmperf-scale=smoke", f"--mmperf-json={out / 'r.json'}",
-         f"--mmperf-html={out / 'r.html'}"],
-        cwd=ROOT, capture_output=True, text=True, check=False)
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(terminal):  # the inner terminal reporter writes here
+            code = pytest.main(
+                ["tests/perf/test_report_figures.py", "-q", "-p", "no:cacheprovider",
+                 "--mmperf-scale=smoke", f"--mmperf-json={out / 'r.json'}",
+                 f"--mmperf-html={out / 'r.html'}"])
+    finally:
+        os.chdir(cwd)
     seconds = time.perf_counter() - start
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert code == 0, terminal.getvalue()[-6000:]
     report = json.loads((out / "r.json").read_text(encoding="utf-8"))
     page = (out / "r.html").read_text(encoding="utf-8")
-    return report, page, proc.stdout, seconds
+    return report, page, terminal.getvalue(), seconds
 
 
 def _visible(page: str) -> str:
