@@ -70,24 +70,6 @@ def test_a_server_that_cannot_start_is_marked_broken(tmp_path: Path) -> None:
         srv.run(["-q"], env=dict(os.environ), output=str(tmp_path / "x.log"), timeout_s=5)
 
 
-def test_sessions_of_one_process_share_a_server_and_bring_their_own_directory(
-        tmp_path: Path) -> None:
-    """pytester's in-process sessions (and tools calling pytest.main) pay the imports once."""
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "test_here.py").write_text("def test_here():\n    pass\n")
-    first = ForkServer.shared(sys.executable, tmp_path)
-    assert ForkServer.shared(sys.executable, other) is first
-    out = tmp_path / "out.log"
-    assert first.run(["test_here.py", "-q", "-p", "no:cacheprovider"], env=dict(os.environ),
-                     output=str(out), timeout_s=120, cwd=other) == 0, out.read_text()
-    assert "1 passed" in out.read_text()
-    first.close()
-    first.broken = True  # a failed server is replaced, not handed out again
-    replacement = ForkServer.shared(sys.executable, tmp_path)
-    assert replacement is not first and not replacement.broken
-
-
 def test_children_put_the_requests_pythonpath_on_sys_path(server, tmp_path: Path) -> None:
     """As a new interpreter would: tools/regression_proof.py shadows reference/ this way."""
     srv, _ = server
@@ -102,3 +84,22 @@ def test_children_put_the_requests_pythonpath_on_sys_path(server, tmp_path: Path
                    output=str(out), timeout_s=120, cwd=tmp_path)
     assert code == 0, out.read_text()
     assert str(tmp_path / "lib") not in sys.path  # the server's own process is untouched
+
+
+def test_sessions_of_one_process_share_a_server_and_bring_their_own_directory(
+        tmp_path: Path) -> None:
+    """pytester's in-process sessions (and tools calling pytest.main) pay the imports once.
+    (Last in this file: it closes the module's shared server.)"""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "test_here.py").write_text("def test_here():\n    pass\n")
+    first = ForkServer.shared(sys.executable, tmp_path)
+    assert ForkServer.shared(sys.executable, other) is first
+    out = tmp_path / "out.log"
+    assert first.run(["test_here.py", "-q", "-p", "no:cacheprovider"], env=dict(os.environ),
+                     output=str(out), timeout_s=120, cwd=other) == 0, out.read_text()
+    assert "1 passed" in out.read_text()
+    first.close()
+    first.broken = True  # a failed server is replaced, not handed out again
+    replacement = ForkServer.shared(sys.executable, tmp_path)
+    assert replacement is not first and not replacement.broken
