@@ -32,7 +32,7 @@ import statistics
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, cast
 
 import torch
@@ -574,9 +574,12 @@ class _CaseBenchmark:
         args.setdefault("dtype", "float32")
         return args
 
+    def _case(self, name: str) -> Any:
+        return quick_case(self.registry[name])
+
     def _build(self, impl: str, params: tuple[Any, ...]) -> Workload:
         args = self._args(params)
-        return self.registry[args["case"]].build(impl, args["dtype"], args["device"])
+        return self._case(args["case"]).build(impl, args["dtype"], args["device"])
 
     def setup(self, *params: Any) -> None:
         use_bench_threads()
@@ -616,11 +619,25 @@ class _RatioBenchmark(_CaseBenchmark):
         if (args["impl"], args["dtype"]) == (self.baseline_impl, "float32"):
             raise NotImplementedError("the baseline itself (ratio 1 by definition)")
         self.candidate: Workload = self._build(args["impl"], params)
-        self.baseline: Workload = self.registry[args["case"]].build(
+        self.baseline: Workload = self._case(args["case"]).build(
             self.baseline_impl, "float32", args["device"])
 
     def ratio(self) -> float:
         return interleaved_ratio(self.candidate, self.baseline, **self.ratio_options)
+
+
+def quick_case(case: Any) -> Any:
+    """``case`` itself, or under ``MMPERF_BENCH_QUICK`` (the smoke pass of ``make test``) the same
+    case at a smoke size: training steps at batch 4, long sequences at 1024 tokens (still 4
+    windows of 256). That pass checks that every benchmark and parameter runs, not what it costs;
+    the two kinds took 63 of its 85 s at full size."""
+    if not quick_mode():
+        return case
+    if isinstance(case, TrainingCase):
+        return replace(case, batch_size=min(case.batch_size, 4))
+    if isinstance(case, LongSequenceCase):
+        return replace(case, tokens=min(case.tokens, 1024))
+    return case
 
 
 def case_params(impls: Iterable[str], cases: Mapping[str, Any], *, dtypes: Iterable[str] = (),

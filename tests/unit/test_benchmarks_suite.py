@@ -389,3 +389,17 @@ def test_suite_refuses_to_benchmark_the_checkout(monkeypatch: pytest.MonkeyPatch
         common.check_code_under_test()
     monkeypatch.setenv("ASV_CONF_DIR", str(tmp_path))  # another project's asv run
     common.check_code_under_test()
+
+
+def test_quick_pass_shrinks_only_the_costly_cases(monkeypatch: pytest.MonkeyPatch) -> None:
+    training = common.TRAINING_CASES["clip-tiny-b32"]
+    long_case = common.LONG_CASES["joint-4096"]
+    pre = common.PREPROCESS_CASES["varied16"]
+    monkeypatch.delenv(common.QUICK_ENV, raising=False)
+    assert common.quick_case(training) is training and common.quick_case(long_case) is long_case
+    monkeypatch.setenv(common.QUICK_ENV, "1")
+    small = common.quick_case(training)
+    assert (small.batch_size, small.name, small.model) == (4, training.name, training.model)
+    assert common.quick_case(long_case).tokens == 1024
+    assert common.quick_case(long_case).window == long_case.window
+    assert common.quick_case(pre) is pre
