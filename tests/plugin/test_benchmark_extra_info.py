@@ -34,8 +34,8 @@ def test_plain(benchmark):
 
 def _run(pytester: pytest.Pytester, *args: str) -> dict[str, dict]:
     pytester.makepyfile(test_bench=TESTS)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--mmperf-device=cpu",
-                                           "--benchmark-json=out.json", *args)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--mmperf-device=cpu",
+                                "--benchmark-json=out.json", *args)
     result.assert_outcomes(passed=4)
     data = json.loads((pytester.path / "out.json").read_text())
     return {b["name"].split("[")[0]: b for b in data["benchmarks"]}

@@ -123,9 +123,8 @@ def test_timed(mmperf_guard):
 def test_counted(mmperf_guard):
     mmperf_guard.max_ops(work(2), {"add": 50})
 """)
-    # A subprocess: counting ops imports torch._inductor modules, which register torch
-    # libraries once per process and cannot be re-imported after pytester's module snapshot.
-    run = pytester.runpytest_subprocess("-m", "not mmperf_timing", "-v")
+    # In-process: the conftest imported torch._dynamo (which counting ops needs) beforehand.
+    run = pytester.runpytest("-m", "not mmperf_timing", "-v")
     run.assert_outcomes(passed=1, deselected=1)
     run.stdout.fnmatch_lines(["*test_counted PASSED*"])
 
@@ -139,7 +138,7 @@ def test_timed(mmperf_guard):
 def test_counted(mmperf_guard):
     mmperf_guard.max_ops(work(3), {"add": 75})
 """)
-    run = pytester.runpytest_subprocess("-p", "xdist", "-n", "2", "-rs")
+    run = pytester.runpytest("-p", "xdist", "-n", "2", "-rs")
     run.assert_outcomes(passed=1, skipped=1)
     run.stdout.fnmatch_lines(
         ["*timing guards are skipped under pytest-xdist: parallel workers distort timing*"]
