@@ -54,7 +54,7 @@ def test_overrunning_child_is_killed_and_the_server_goes_on(server, tmp_path: Pa
     srv, root = server
     with pytest.raises(subprocess.TimeoutExpired):
         srv.run(["test_probe.py::test_slow", "-q", "-p", "no:cacheprovider"],
-                env=dict(os.environ), output=str(tmp_path / "slow.log"), timeout_s=3, cwd=root)
+                env=dict(os.environ), output=str(tmp_path / "slow.log"), timeout_s=1.5, cwd=root)
     env = {**os.environ, "MMPERF_PROBE": "42"}
     assert srv.run(["test_probe.py::test_env", "-q", "-p", "no:cacheprovider"], env=env,
                    output=str(tmp_path / "again.log"), timeout_s=120, cwd=root) == 0
