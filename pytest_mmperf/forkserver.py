@@ -211,9 +211,10 @@ def _pytest_plugin_modules() -> list[str]:
 
     try:
         from _pytest.config import default_plugins  # private: absent in some pytest, then skip
+        builtin: tuple[str, ...] = tuple(default_plugins)
     except ImportError:
-        default_plugins = ()
-    names = [f"_pytest.{name}" for name in default_plugins]
+        builtin = ()
+    names = [f"_pytest.{name}" for name in builtin]
     names += [ep.value.split(":")[0] for ep in entry_points(group="pytest11")]
     return names
 
