@@ -40,7 +40,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
 
-from reference._sparse import LOCAL_IMPLS, check_window, local_attention, local_pair_count
+from reference._sparse import (
+    DEFAULT_BLOCK_SIZE,
+    LOCAL_IMPLS,
+    check_window,
+    local_attention,
+    local_pair_count,
+)
 
 BACKENDS: tuple[str, ...] = ("math", "sdpa", "mha")
 
@@ -289,7 +295,7 @@ def _mha(text: torch.Tensor, image: torch.Tensor, weights: AttentionWeights, hea
 
 def local_cross_attention(query: torch.Tensor, context: torch.Tensor, weights: AttentionWeights,
                           heads: int, window: int, key_padding_mask: torch.Tensor | None = None,
-                          block_size: int = 128, impl: str = "auto") -> torch.Tensor:
+                          block_size: int = DEFAULT_BLOCK_SIZE, impl: str = "auto") -> torch.Tensor:
     """Sparse sliding-window attention with the projections of :func:`cross_attention`.
 
     query (B, N_q, D), context (B, N_kv, D) (pass the same tensor for self-attention), optional
@@ -393,8 +399,9 @@ class LocalAttention(_ProjectedAttention):
     with ``window >= 2 * N_kv - 1`` it equals the dense module.
     """
 
-    def __init__(self, dim: int, heads: int = 8, window: int = 256, block_size: int = 128,
-                 impl: str = "auto", bias: bool = True) -> None:
+    def __init__(self, dim: int, heads: int = 8, window: int = 256,
+                 block_size: int = DEFAULT_BLOCK_SIZE, impl: str = "auto",
+                 bias: bool = True) -> None:
         super().__init__(dim, heads, bias)
         check_window(window)
         check_window(block_size, "block_size")
