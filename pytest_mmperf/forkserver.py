@@ -58,7 +58,7 @@ class ForkServer:
     @classmethod
     def shared(cls, python: str, cwd: str | os.PathLike[str]) -> ForkServer:
         """The process's server for ``python`` (a new one after a failure); closed at exit.
-        Keyed by PYTHONPATH too: it is read once, when the server starts."""
+        Keyed by PYTHONPATH too: the server's own entries stay on every child's sys.path."""
         key = (python, os.environ.get("PYTHONPATH"))
         server = cls._shared.get(key)
         if server is None or server.broken:
@@ -79,13 +79,18 @@ class ForkServer:
         """``preload``: optional modules the server imports besides :data:`PRELOAD` (default:
         those of :data:`PRELOAD_IF_IMPORTED` that this process has imported when it starts)."""
         self.python, self.cwd = python, os.fspath(cwd)
-        self.preload = None if preload is None else list(preload)
+        self.preload = preload
         self.env = dict(os.environ if env is None else env)
         self._proc: subprocess.Popen[str] | None = None
         self.start_s: float | None = None  # seconds the server took to start (imports)
         self.broken = False  # set by the first failure; callers then spawn interpreters
         self._ready = False
         self._launched = 0.0
+
+    def _preload_now(self) -> list[str]:
+        if self.preload is not None:
+            return list(self.preload)
+        return [name for name in PRELOAD_IF_IMPORTED if name in sys.modules]
 
     def _launch(self) -> None:
         env = {k: v for k, v in self.env.items() if k != "PYTEST_MMPERF_WORKER"}
@@ -94,9 +99,7 @@ class ForkServer:
         try:
             self._proc = subprocess.Popen(
                 [self.python, "-c", "import sys; from pytest_mmperf.forkserver import serve; "
-                 "serve(preload=sys.argv[1:])",
-                 *(self.preload if self.preload is not None else
-                   [name for name in PRELOAD_IF_IMPORTED if name in sys.modules])],
+                 "serve(preload=sys.argv[1:])", *self._preload_now()],
                 cwd=self.cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL, text=True, bufsize=1)
         except OSError as exc:
@@ -122,7 +125,7 @@ class ForkServer:
         assert self._proc is not None
         return self._proc
 
-    def _read(self, timeout_s: float) -> dict[str, Any]:
+    def _read(self, timeout_s: float | None) -> dict[str, Any]:
         proc = self._proc
         assert proc is not None and proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
@@ -134,7 +137,7 @@ class ForkServer:
         return dict(json.loads(line))
 
     def run(self, argv: Sequence[str], *, env: Mapping[str, str], output: str,
-            timeout_s: float, cwd: str | os.PathLike[str] | None = None) -> int:
+            timeout_s: float | None, cwd: str | os.PathLike[str] | None = None) -> int:
         """Run ``pytest.main(argv)`` in a forked child with ``env`` in ``cwd`` (default: the
         server's); its output goes to the file ``output``. Returns the exit code; raises
         ``subprocess.TimeoutExpired`` after ``timeout_s`` (the child is killed) and
@@ -160,7 +163,7 @@ class ForkServer:
             except ProcessLookupError:
                 pass
             self._read(30.0)  # the server reports the killed child's exit
-            raise subprocess.TimeoutExpired(list(argv), timeout_s)
+            raise subprocess.TimeoutExpired(list(argv), timeout_s or 0.0)  # only with a limit
         if "returncode" not in reply or reply.get("eof"):
             self._fail()
             raise ForkServerError(f"the fork server died while a worker ran: {reply}")

@@ -40,7 +40,13 @@ from pytest_mmperf.constants import (
 from pytest_mmperf.isolation import WorkerError
 from pytest_mmperf.measure import DEFAULT_MIN_BLOCKS, PairSamples, time_one, time_pair
 from pytest_mmperf.opnames import canonical_op, op_matches, sum_ops
-from pytest_mmperf.ratio import MIN_PROCESSES_TO_STOP, RatioQuestion, conclude, pool_processes
+from pytest_mmperf.ratio import (
+    MIN_PROCESSES_TO_STOP,
+    RatioQuestion,
+    add_processes,
+    conclude,
+    pool_processes,
+)
 from pytest_mmperf.units import format_seconds, parse_bytes
 
 __all__ = ["Guard", "GuardFailure", "GuardResult", "GuardSettings", "GuardSkipped",
@@ -304,12 +310,10 @@ class Guard:
             return None
         index = self.call_index
         seed = s.seed * 1000 + index * 10
-        samples = [run(budget_s, seed)]
-        limit = processes if self.spawner is not None else 1
-        while len(samples) < limit:
-            samples.append(self.spawner(index, len(samples), budget_s,  # type: ignore[misc]
-                                        seed + len(samples)))
-        return samples
+        spawner = self.spawner
+        spawn = None if spawner is None else (
+            lambda k, process_seed: spawner(index, k, budget_s, process_seed))
+        return add_processes(run(budget_s, seed), spawn, max_processes=processes, seed=seed)
 
     # ---------------------------------------------------------------- counter guards
     def _count(self, fn: Callable[[], object], device: str, metrics: Sequence[str]) -> Any:

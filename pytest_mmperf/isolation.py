@@ -191,11 +191,13 @@ def _tail(text: str, limit: int = TAIL_CHARS) -> str:
     return text if len(text) <= limit else "…" + text[-limit:]
 
 
-def _run_process(command: Sequence[str], *, cwd: str | os.PathLike[str], env: Mapping[str, str],
-                 timeout_s: float, server: ForkServer | None) -> tuple[int, str]:
-    """Exit code and output of one worker: forked from ``server`` (``command`` is then
-    ``python -m pytest ARGS``) or started as a fresh interpreter."""
-    if server is not None and list(command[1:3]) == ["-m", "pytest"]:
+def run_pytest_command(command: Sequence[str], *, cwd: str | os.PathLike[str],
+                       env: Mapping[str, str], timeout_s: float | None,
+                       server: ForkServer | None = None) -> tuple[int, str]:
+    """Exit code and output of ``command``: forked from ``server`` when it is
+    ``python -m pytest ARGS`` and the server works, else (or once the server fails) run as a
+    fresh interpreter. ``subprocess.TimeoutExpired`` after ``timeout_s`` (None: no limit)."""
+    if server is not None and not server.broken and list(command[1:3]) == ["-m", "pytest"]:
         fd, out = tempfile.mkstemp(prefix="mmperf-worker-", suffix=".log")
         os.close(fd)
         try:
@@ -204,6 +206,8 @@ def _run_process(command: Sequence[str], *, cwd: str | os.PathLike[str], env: Ma
         except subprocess.TimeoutExpired as exc:
             exc.output = Path(out).read_text(encoding="utf-8", errors="replace")
             raise
+        except ForkServerError:
+            pass  # server.broken is set: fresh interpreters from now on
         finally:
             Path(out).unlink(missing_ok=True)
     proc = subprocess.run(list(command), cwd=os.fspath(cwd), env=dict(env), capture_output=True,
@@ -235,8 +239,8 @@ def run_worker(
     start = time.perf_counter()
     who = f"mmperf worker {spec.process} for {spec.nodeid} (guard call #{spec.index + 1})"
     try:
-        returncode, raw = _run_process(command, cwd=cwd, env=full_env, timeout_s=timeout_s,
-                                       server=server)
+        returncode, raw = run_pytest_command(command, cwd=cwd, env=full_env,
+                                             timeout_s=timeout_s, server=server)
     except subprocess.TimeoutExpired as exc:
         parts = [p.decode(errors="replace") if isinstance(p, bytes) else (p or "")
                  for p in (exc.stdout, exc.stderr)]
@@ -303,14 +307,8 @@ def pytest_spawner(config: Any, nodeid: str,
                           tuple(i for i in failed_calls() if i < index))
         command = worker_command(nodeid, rootdir=rootdir, inifile=inifile, parent_args=args,
                                  xdist_loaded=xdist_loaded, takes_value=takes_value)
-        server = fork_server()
         try:
-            if server is not None and not server.broken:
-                try:
-                    return run_worker(spec, command, cwd=rootdir, server=server)
-                except ForkServerError:
-                    pass  # server.broken is set: fresh interpreters from now on
-            return run_worker(spec, command, cwd=rootdir)
+            return run_worker(spec, command, cwd=rootdir, server=fork_server())
         finally:
             Path(out).unlink(missing_ok=True)
 

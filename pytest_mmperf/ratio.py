@@ -73,23 +73,32 @@ class RatioQuestion:
         return should_stop
 
 
-def pool_processes(question: RatioQuestion, first: PairSamples, spawn: Spawn | None, *,
-                   max_processes: int, min_processes: int, seed: int) -> list[PairSamples]:
-    """``first`` (the parent's samples) plus fresh processes from ``spawn``, added one at a time
-    while the decision is unclear or fewer than ``min_processes`` have been pooled.
+def add_processes(first: PairSamples, spawn: Spawn | None, *, max_processes: int, seed: int,
+                  enough: Callable[[list[PairSamples]], bool] = lambda processes: False
+                  ) -> list[PairSamples]:
+    """``first`` (the parent's samples) plus fresh processes from ``spawn`` (process ``k`` gets
+    seed ``seed + k``), added one at a time up to ``max_processes`` until ``enough(processes)``.
 
     A :class:`pytest_mmperf.isolation.WorkerError` from ``spawn`` propagates.
     """
     processes = [first]
     limit = max_processes if spawn is not None else 1
-    while len(processes) < limit:
-        if len(processes) >= max(MIN_PROCESSES_TO_STOP, min_processes) and (
-                question.decide(processes).decision != stats.Decision.INCONCLUSIVE):
-            break
+    while len(processes) < limit and not enough(processes):
         assert spawn is not None
         k = len(processes)
         processes.append(spawn(k, seed + k))
     return processes
+
+
+def pool_processes(question: RatioQuestion, first: PairSamples, spawn: Spawn | None, *,
+                   max_processes: int, min_processes: int, seed: int) -> list[PairSamples]:
+    """:func:`add_processes` while the decision is unclear or fewer than ``min_processes``
+    have been pooled."""
+    def enough(processes: list[PairSamples]) -> bool:
+        return len(processes) >= max(MIN_PROCESSES_TO_STOP, min_processes) and (
+            question.decide(processes).decision != stats.Decision.INCONCLUSIVE)
+
+    return add_processes(first, spawn, max_processes=max_processes, seed=seed, enough=enough)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,6 @@ import argparse
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,12 +50,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_mmperf.forkserver import (
-    PRELOAD_IF_IMPORTED,
-    ForkServer,
-    ForkServerError,
-    fork_available,
-)
+from pytest_mmperf.forkserver import PRELOAD_IF_IMPORTED, ForkServer, fork_available
+from pytest_mmperf.isolation import run_pytest_command
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "reference"
@@ -334,21 +329,6 @@ def select_files(regression: Regression | None, suite: Path = SUITE) -> list[str
     return [os.path.relpath(f, ROOT) for f in files] or [os.path.relpath(suite, ROOT)]
 
 
-def _run_pytest(cmd: Sequence[str], env: dict[str, str], work: Path,
-                server: ForkServer | None) -> tuple[int, str]:
-    """Exit status and output of ``python -m pytest ...``: forked from ``server`` (torch and
-    pytest imported once for every run) or, without one or after it failed, a new interpreter."""
-    if server is not None and not server.broken:
-        log = work / "pytest.log"
-        try:
-            code = server.run(list(cmd[3:]), env=env, output=str(log), timeout_s=3600, cwd=ROOT)
-            return code, log.read_text(encoding="utf-8", errors="replace")
-        except ForkServerError:
-            pass  # server.broken is set: new interpreters from now on
-    proc = subprocess.run(list(cmd), cwd=ROOT, env=env, capture_output=True, text=True)
-    return proc.returncode, proc.stdout + proc.stderr
-
-
 def run_one(regression: Regression | None, pytest_args: Sequence[str],
             server: ForkServer | None = None) -> RunResult:
     """Copy reference/, apply ``regression`` (None: unmodified), run the suite, parse it."""
@@ -370,7 +350,9 @@ def run_one(regression: Regression | None, pytest_args: Sequence[str],
         env["PYTHONPATH"] = os.pathsep.join([str(work), *filter(None, [env.get("PYTHONPATH")])])
         env.pop("PYTEST_ADDOPTS", None)
         start = time.perf_counter()
-        returncode, output = _run_pytest(cmd, env, work, server)
+        # forked from the server (torch and pytest imported once for every run) where it works
+        returncode, output = run_pytest_command(cmd, cwd=ROOT, env=env, timeout_s=None,
+                                                server=server)
         seconds = time.perf_counter() - start
         origins_file = work / "origins.txt"
         origins = (origins_file.read_text(encoding="utf-8").splitlines()

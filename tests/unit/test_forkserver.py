@@ -86,6 +86,16 @@ def test_children_put_the_requests_pythonpath_on_sys_path(server, tmp_path: Path
     assert str(tmp_path / "lib") not in sys.path  # the server's own process is untouched
 
 
+def test_a_failing_server_falls_back_to_a_fresh_interpreter(tmp_path: Path) -> None:
+    from pytest_mmperf.isolation import run_pytest_command
+
+    (tmp_path / "test_here.py").write_text("def test_here():\n    pass\n")
+    broken = ForkServer(str(tmp_path / "no-such-python"), tmp_path)
+    code, output = run_pytest_command(
+        [sys.executable, "-m", "pytest", "test_here.py", "-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path, env=dict(os.environ), timeout_s=120, server=broken)
+    assert broken.broken and code == 0 and "1 passed" in output, output
+
 def test_sessions_of_one_process_share_a_server_and_bring_their_own_directory(
         tmp_path: Path) -> None:
     """pytester's in-process sessions (and tools calling pytest.main) pay the imports once.
