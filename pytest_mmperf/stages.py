@@ -232,7 +232,7 @@ def labels_only_profiler() -> Callable[[], Any] | None:
             self.entered = True
             _run_on_profiler_start()
             _enable_profiler(self.config(create_trace_id=False), self.kineto_activities,
-                             {RecordScope.USER_SCOPE})
+                             {RecordScope.USER_SCOPE})  # type: ignore[call-arg]
 
     from pytest_mmperf.counters import quiet_native_stderr
 
