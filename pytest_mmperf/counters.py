@@ -213,12 +213,20 @@ class _OpCounter(TorchDispatchMode):
 
 
 def _count_ops_and_bytes(
-    fn: Callable[[], object], decompose: bool, inference_mode: bool
-) -> tuple[dict[str, int], int]:
+    fn: Callable[[], object], decompose: bool, inference_mode: bool, *, flops: bool = False
+) -> tuple[dict[str, int], int, int | None]:
+    """Ops, bytes and (with ``flops``) FLOPs of one call: the FLOP counter sits outside the op
+    counter and sees the same decomposed ops, so one call gives both (the same numbers as
+    separate calls: every registered case is snapshotted with tolerance 0)."""
     counter = _OpCounter(decompose=decompose)
-    with counter:
-        _call(fn, inference_mode)
-    return dict(sorted(counter.counts.items())), counter.bytes
+    flop_counter = (FlopCounterMode(display=False, custom_mapping=_missing_flop_formulas())
+                    if flops else contextlib.nullcontext())
+    with flop_counter:
+        with counter:
+            _call(fn, inference_mode)
+    total = int(flop_counter.get_total_flops()) if isinstance(flop_counter, FlopCounterMode) \
+        else None
+    return dict(sorted(counter.counts.items())), counter.bytes, total
 
 
 # ---------------------------------------------------------------------------- FLOP formulas
@@ -486,7 +494,7 @@ def measure_counters(
 ) -> CounterReport:
     """Measure the requested counters of ``fn`` (a zero-argument callable) on ``device``.
 
-    ``fn`` runs ``warmup`` times unmeasured, then once per group of metrics (ops+bytes, flops,
+    ``fn`` runs ``warmup`` times unmeasured, then once per group of metrics (ops, bytes and flops;
     peak memory, syncs on CUDA): it must be repeatable. ``inference_mode=True`` runs every call
     under ``torch.inference_mode()``.
     """
@@ -500,10 +508,11 @@ def measure_counters(
     ops: dict[str, int] = {}
     nbytes = flops = peak = syncs = None
     if "ops" in wanted or "bytes" in wanted:
-        counted, counted_bytes = _count_ops_and_bytes(fn, True, inference_mode)
+        counted, counted_bytes, flops = _count_ops_and_bytes(
+            fn, True, inference_mode, flops="flops" in wanted)
         ops = counted if "ops" in wanted else {}
         nbytes = counted_bytes if "bytes" in wanted else None
-    if "flops" in wanted:
+    elif "flops" in wanted:
         flops = count_flops(fn, inference_mode=inference_mode)
     if "peak_memory" in wanted:
         peak = peak_memory(fn, dev, warmup=0, inference_mode=inference_mode)

@@ -256,7 +256,7 @@ def test_measure_counters_report() -> None:
         return torch.mm(a, b)
 
     report = measure_counters(fn)
-    assert len(calls) == 1 + 3  # warm-up, ops+bytes, flops, peak memory (no syncs on CPU)
+    assert len(calls) == 1 + 2  # warm-up, ops+bytes+flops, peak memory (no syncs on CPU)
     assert report.ops == {"aten.mm.default": 1}
     assert report.flops == 2 * 8 * 16 * 4
     assert report.bytes_materialized == report.peak_memory_bytes == 8 * 4 * 4
@@ -338,7 +338,7 @@ def test_counts_identical_across_processes_and_no_profiler_noise(
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )
     assert child.returncode == 0, child.stderr
-    assert child.stderr.count("line from the function") == 3  # ops, flops, peak-memory calls
+    assert child.stderr.count("line from the function") == 2  # ops+flops call, peak-memory call
     for noise in ("USDT", "gpuGetDeviceCount", "profiler_start", "Memory block of unknown"):
         assert noise not in child.stderr, child.stderr
     theirs = json.loads(child.stdout)
@@ -350,4 +350,18 @@ def test_counts_identical_across_processes_and_no_profiler_noise(
         assert theirs[key] == ours[key], key
     assert ours["flops"] == 2 * (2 * 2 * 32 * 32 * 16) * 2 + 2 * 2 * 32 * 16 * 8
     assert ours["ops"]["aten._scaled_dot_product_flash_attention_for_cpu.default"] == 1
-    assert capfd.readouterr().err.count("line from the function") == 3
+    assert capfd.readouterr().err.count("line from the function") == 2
+
+
+def test_ops_bytes_and_flops_come_from_one_call() -> None:
+    """One call of fn counts ops, bytes and FLOPs (test_measure_counters_report counts the
+    calls) with the numbers that separate calls give, composite ops decomposed for both."""
+    x = torch.randn(64, 64)
+
+    def fn() -> torch.Tensor:
+        return torch.matmul(x, x).softmax(-1)
+
+    report = measure_counters(fn, metrics=("ops", "bytes", "flops"))
+    assert report.flops == count_flops(fn) == 2 * 64 * 64 * 64
+    assert report.ops == count_ops(fn)
+    assert report.bytes_materialized == count_bytes(fn)
