@@ -43,6 +43,9 @@ TORCH_FIXTURES = frozenset({
     "mmperf_report"})
 _DEVICES_KEY = pytest.StashKey[tuple[str, ...]]()
 _JPEG_KEY = pytest.StashKey[dict[str, Any]]()
+_BATCH_KEY = pytest.StashKey[dict[str, Any]]()
+# Batches kept for reuse by later tests with the same spec and seed (the most recently used).
+BATCH_CACHE_SIZE = 4
 
 
 # --------------------------------------------------------------------------- set-up hooks
@@ -276,11 +279,24 @@ def mmperf_batch_spec(request: pytest.FixtureRequest) -> syn.BatchSpec:
 
 
 @pytest.fixture
-def mmperf_batch(mmperf_batch_spec: syn.BatchSpec, mmperf_seed: int) -> syn.ImageTextBatch:
-    """An ``ImageTextBatch``: images, captions, input_ids (B, L), attention_mask (B, L)."""
-    from pytest_mmperf.synthetic import make_batch
+def mmperf_batch(request: pytest.FixtureRequest, mmperf_batch_spec: syn.BatchSpec,
+                 mmperf_seed: int) -> syn.ImageTextBatch:
+    """An ``ImageTextBatch``: images, captions, input_ids (B, L), attention_mask (B, L).
 
-    return make_batch(mmperf_batch_spec, seed=mmperf_seed)
+    Generated once per session for each (spec, seed) and handed to every test as its own copy:
+    parametrized tests over one batch (a benchmark per implementation) pay the generation once.
+    """
+    from pytest_mmperf.synthetic import copy_batch, make_batch
+
+    key = json.dumps([dataclasses.asdict(mmperf_batch_spec), mmperf_seed], sort_keys=True)
+    cache = request.config.stash.setdefault(_BATCH_KEY, {})
+    batch = cache.pop(key, None)
+    if batch is None:
+        batch = make_batch(mmperf_batch_spec, seed=mmperf_seed)
+    cache[key] = batch  # most recently used last
+    while len(cache) > BATCH_CACHE_SIZE:
+        del cache[next(iter(cache))]
+    return copy_batch(batch)
 
 
 @pytest.fixture

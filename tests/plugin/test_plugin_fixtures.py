@@ -259,3 +259,51 @@ def test_jpeg_dataset_is_written_once_per_spec(pytester: pytest.Pytester) -> Non
     roots = _values(result, "ROOT")
     assert roots["test_a"] == roots["test_b"]  # same spec: same files, not rewritten
     assert roots["test_c"].split()[0] != roots["test_a"].split()[0]
+
+
+def test_batch_is_generated_once_per_spec_and_each_test_gets_its_own_copy(
+        pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("""
+        import pytest_mmperf.synthetic as syn
+
+        CALLS = []
+        _make = syn.make_batch
+
+        def counting(*args, **kwargs):
+            CALLS.append(1)
+            return _make(*args, **kwargs)
+
+        syn.make_batch = counting
+    """)
+    pytester.makepyfile("""
+        import numpy as np
+        import pytest
+        from conftest import CALLS
+        from pytest_mmperf.synthetic import make_batch
+
+        SPEC = pytest.mark.mmperf_batch(batch_size=2, image_size=(24, 24))
+
+        @SPEC
+        @pytest.mark.mmperf_seed(7)
+        @pytest.mark.parametrize("run", range(3))
+        def test_same(mmperf_batch, run):
+            fresh = make_batch(mmperf_batch.spec, seed=7)
+            assert all(np.array_equal(np.asarray(a), np.asarray(b))
+                       for a, b in zip(mmperf_batch.images, fresh.images))
+            assert mmperf_batch.input_ids.equal(fresh.input_ids)
+            assert mmperf_batch.captions == fresh.captions
+            mmperf_batch.images[0].paste((0, 0, 0), (0, 0, 24, 24))  # changes this copy only
+            mmperf_batch.input_ids.zero_()
+            mmperf_batch.captions.clear()
+            print("CALLS", len(CALLS))  # make_batch calls so far: the fixture's and ours
+
+        @pytest.mark.mmperf_batch(batch_size=3, image_size=(24, 24))
+        @pytest.mark.mmperf_seed(7)
+        def test_other_spec(mmperf_batch):
+            assert len(mmperf_batch.images) == 3
+    """)
+    result = pytester.runpytest("-v", "-s", SMALL, "-p", "no:randomly")
+    result.assert_outcomes(passed=4)
+    calls = _values(result, "CALLS")
+    # one call of the fixture for the three tests, plus each test's own
+    assert calls == {"test_same[0]": "2", "test_same[1]": "3", "test_same[2]": "4"}, calls
