@@ -170,6 +170,10 @@ class PairSamples:
     stopped_by: str = "budget"
     pid: int = field(default_factory=os.getpid)
     wall_s: float = 0.0  # a worker's whole wall time, start-up included (set by the parent)
+    # CPU cores other processes kept busy on average during the rounds (/proc/stat minus this
+    # process's own CPU time): how contended the machine was while it measured; None where the
+    # platform does not say.
+    other_cpu_cores: float | None = None
 
     @property
     def n_blocks(self) -> int:
@@ -335,6 +339,7 @@ def time_pair(
         samples.candidate_number = calibrate_number(candidate, timer, block_s)
         samples.baseline_number = calibrate_number(baseline, timer, block_s)
         order: list[str] = []
+        others = OtherCpuUse.start()
         while True:
             first_is_candidate = rng.random() < 0.5
             if first_is_candidate:
@@ -353,7 +358,57 @@ def time_pair(
             if stop is not None:
                 samples.stopped_by = stop
                 break
+        samples.other_cpu_cores = others.cores()
     return samples
+
+
+@dataclass(frozen=True)
+class OtherCpuUse:
+    """How many CPU cores processes other than this one kept busy since :meth:`start`.
+
+    Machine-wide busy time from ``/proc/stat`` (user, nice, system, irq, softirq, steal: a
+    hypervisor's steal is contention too) minus this process's own CPU time, all threads
+    (``getrusage``), over the wall time. A direct reading of contention, unlike this process's
+    preemption count, whose scale changes with the kernel (2-thread torch work: 30/s alone and
+    184/s with one core busy on a 2-core EPYC, 36/s and 75/s on a 2-core Xeon). Linux only;
+    elsewhere :meth:`cores` is None. Children count as other processes (a DataLoader's worker
+    processes do compete with the measured work).
+    """
+
+    busy_s: float | None
+    own_s: float
+    wall_s: float
+
+    @classmethod
+    def start(cls) -> OtherCpuUse:
+        return cls(_machine_busy_s(), _own_cpu_s(), time.perf_counter())
+
+    def cores(self) -> float | None:
+        """Average cores used by other processes since :meth:`start` (>= 0), or None."""
+        busy = _machine_busy_s()
+        wall = time.perf_counter() - self.wall_s
+        if busy is None or self.busy_s is None or wall <= 0:
+            return None
+        return max(0.0, ((busy - self.busy_s) - (_own_cpu_s() - self.own_s)) / wall)
+
+
+def _machine_busy_s() -> float | None:
+    """Seconds of CPU all cores have been busy since boot (``/proc/stat``), or None."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = handle.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    """This process's CPU seconds so far, all threads (user + system)."""
+    times = os.times()
+    return times.user + times.system
 
 
 def _stop_reason(n: int, elapsed_s: float, min_blocks: int, max_blocks: int, budget_s: float,

@@ -4,9 +4,18 @@ A ratio question is "is the candidate at least R times faster" (``faster``) or "
 ``1 + t`` times slower" (``not_slower``). Each process times candidate and baseline interleaved
 (:func:`pytest_mmperf.measure.time_pair`); the processes' log ratios are pooled with a
 random-effects model (:mod:`pytest_mmperf.stats`). The parent measures first, then adds fresh
-worker processes one at a time, up to ``processes``, and stops once at least
-:data:`MIN_PROCESSES_TO_STOP` processes give an interval clear of the threshold (more rounds of
-one process cannot beat the between-process spread: ``docs/measurements.md``).
+worker processes one at a time, up to ``processes``, and stops as soon as the pooled interval is
+clear of the threshold (more rounds of one process cannot beat the between-process spread:
+``docs/measurements.md``).
+
+One process cannot estimate that spread, so its interval assumes a between-process sd of
+:data:`SINGLE_PROCESS_TAU` (0.15 in log: 1.4 times the sd of the widest spread measured here,
+0.93-1.30 in seven fresh processes). Only a clear-cut ratio is decided by the parent alone
+(about 1.4x beyond the threshold, e.g. a 4x speedup against ``at_least=1.5``, or a 2x slowdown
+against ``tolerance=0.10``), and only when the cores were quiet while it measured
+(:func:`quiet`: under contention one process's ratio was seen off by 2x); anything else pools
+workers as before, and the decision on two or more processes is the random-effects one, with
+the ``tau_floor`` floor.
 
 Pytest-free and torch-free: the guard core (:mod:`pytest_mmperf.guards`) applies the
 inconclusive policy to what :func:`conclude` returns.
@@ -24,7 +33,15 @@ from pytest_mmperf import stats
 from pytest_mmperf.measure import PairSamples
 from pytest_mmperf.units import format_seconds
 
-MIN_PROCESSES_TO_STOP = 2
+# Processes pooled at least before a clear decision stops sampling (the guards' default
+# ``min_processes``): one, since a single process's interval assumes SINGLE_PROCESS_TAU.
+MIN_PROCESSES_TO_STOP = 1
+SINGLE_PROCESS_TAU = 0.15
+# A single process decides only if the machine was quiet while it measured: other processes
+# kept at most this many cores busy on average (measure.OtherCpuUse; 0.00 alone and 0.81-0.83
+# with one core burnt on the 2-core Xeon; under such load one process read 0.48-1.13x for
+# identical work on the 2-core EPYC). Busier, or unknown: pool workers as for any close ratio.
+QUIET_OTHER_CPU_CORES = 0.25
 HOW_TO_DECIDE = ("raise --mmperf-budget / --mmperf-processes, or run `pytest --benchmark`, "
                  "for a clear decision")
 # spawn(process_number, seed) -> the samples of one fresh worker process
@@ -40,6 +57,7 @@ class RatioQuestion:
     threshold: float
     confidence: float
     tau_floor: float
+    single_process_tau: float = SINGLE_PROCESS_TAU
 
     @property
     def metric(self) -> str:
@@ -57,7 +75,8 @@ class RatioQuestion:
 
     def decide(self, processes: Sequence[PairSamples]) -> stats.RatioDecision:
         pooled = stats.pool_log_ratios([p.log_ratios() for p in processes], self.confidence,
-                                       self.tau_floor)
+                                       self.tau_floor,
+                                       single_process_tau=self.single_process_tau)
         if self.kind == "faster":
             return stats.speedup_decision(pooled, self.threshold)
         return stats.slowdown_decision(pooled, self.threshold)
@@ -95,10 +114,18 @@ def pool_processes(question: RatioQuestion, first: PairSamples, spawn: Spawn | N
     """:func:`add_processes` while the decision is unclear or fewer than ``min_processes``
     have been pooled."""
     def enough(processes: list[PairSamples]) -> bool:
-        return len(processes) >= max(MIN_PROCESSES_TO_STOP, min_processes) and (
-            question.decide(processes).decision != stats.Decision.INCONCLUSIVE)
+        if len(processes) < min_processes or (len(processes) == 1 and not quiet(processes[0])):
+            return False
+        return question.decide(processes).decision != stats.Decision.INCONCLUSIVE
 
     return add_processes(first, spawn, max_processes=max_processes, seed=seed, enough=enough)
+
+
+def quiet(samples: PairSamples) -> bool:
+    """Whether the machine was quiet enough while ``samples`` were taken for one process alone
+    to decide (:data:`QUIET_OTHER_CPU_CORES`)."""
+    others = samples.other_cpu_cores
+    return others is not None and others <= QUIET_OTHER_CPU_CORES
 
 
 @dataclass(frozen=True)
@@ -145,7 +172,7 @@ def conclude(question: RatioQuestion, processes: list[PairSamples], *, label: st
         f"{processes[0].inference_mode}); per-process {metric}s {per_process}\n"
         f"  median time per call: candidate {format_seconds(statistics.median(med_c))}, "
         f"baseline {format_seconds(statistics.median(med_b))}; between-process sd "
-        f"{rd.pooled.tau:.3f} (log)"
+        f"{rd.pooled.tau:.3f} (log{', assumed for one process' if len(processes) == 1 else ''})"
     )
     if rd.decision == stats.Decision.INCONCLUSIVE:
         message += (f"\n  INCONCLUSIVE: the interval straddles {rd.threshold:.3g} after "
@@ -164,6 +191,7 @@ def conclude(question: RatioQuestion, processes: list[PairSamples], *, label: st
                "threads": processes[0].threads, "inference_mode": processes[0].inference_mode,
                "interval_decision": rd.decision.value, "policy": policy,
                "elapsed_s": [p.elapsed_s for p in processes],
+               "other_cpu_cores": [p.other_cpu_cores for p in processes],
                "worker_wall_s": [p.wall_s for p in processes[1:]],
                "pids": [p.pid for p in processes]},
     )

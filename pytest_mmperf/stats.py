@@ -212,24 +212,32 @@ def pool(
     per_process: Sequence[ProcessEstimate],
     confidence: float = 0.95,
     tau_floor: float = DEFAULT_TAU_FLOOR,
+    single_process_tau: float | None = None,
 ) -> PooledEstimate:
-    """Pool per-process estimates with a random-effects model (DL tau², floor, modified HKSJ)."""
+    """Pool per-process estimates with a random-effects model (DL tau², floor, modified HKSJ).
+
+    One process cannot estimate the between-process sd: its interval assumes
+    ``single_process_tau`` (default ``tau_floor``; the larger of the two is used).
+    """
     if not per_process:
         raise ValueError("pool() needs at least one process estimate, got none")
     if not 0.5 <= confidence < 1.0:
         raise ValueError(f"confidence must be in [0.5, 1), got {confidence!r}")
     if tau_floor < 0:
         raise ValueError(f"tau_floor must be >= 0, got {tau_floor!r}")
+    if single_process_tau is not None and not single_process_tau >= 0:
+        raise ValueError(f"single_process_tau must be >= 0 or None, got {single_process_tau!r}")
     k = len(per_process)
     ys = [p.estimate for p in per_process]
     vs = [max(p.se, 1e-12) ** 2 for p in per_process]
     if k == 1:
         p = per_process[0]
-        se = math.sqrt(vs[0] + tau_floor**2)
+        tau = max(tau_floor, single_process_tau or 0.0)
+        se = math.sqrt(vs[0] + tau**2)
         q = t_quantile(0.5 + confidence / 2.0, p.df)
         return PooledEstimate(
             p.estimate, p.estimate - q * se, p.estimate + q * se, se,
-            tau_floor, 0.0, p.df, 1, confidence, tuple(per_process),
+            tau, 0.0, p.df, 1, confidence, tuple(per_process),
         )
     w = [1.0 / v for v in vs]
     sw = sum(w)
@@ -259,9 +267,11 @@ def pool_log_ratios(
     confidence: float = 0.95,
     tau_floor: float = DEFAULT_TAU_FLOOR,
     trim: float = DEFAULT_TRIM,
+    single_process_tau: float | None = None,
 ) -> PooledEstimate:
     """:func:`pool` over :func:`trimmed_mean_se` of each process's per-round log ratios."""
-    return pool([trimmed_mean_se(r, trim) for r in per_process_log_ratios], confidence, tau_floor)
+    return pool([trimmed_mean_se(r, trim) for r in per_process_log_ratios], confidence, tau_floor,
+                single_process_tau)
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,6 +16,10 @@ identical05          not_slower(tol=0.05)     --benchmark  <= 1 of 50 fail
 identical-load       not_slower(tol=0.10)     default      <= 1 of 50 fail (one core busy)
 slower25-load        not_slower(tol=0.10)     default      reported (one core busy)
 identical-spawn      not_slower(tol=0.10)     default      <= 1 of 50 fail; fresh interpreters
+clear4x              faster(at_least=1.5)     default      <= 1 of 50 fail (4x: one process)
+slower2x             not_slower(tol=0.10)     default      >= 19 of 20 caught (2x: one process)
+clear4x-load         faster(at_least=1.5)     default      <= 1 of 50 fail (one core busy)
+slower2x-load        not_slower(tol=0.10)     default      >= 19 of 20 caught (one core busy)
 ===================  =======================  ===========  =============================
 
 "Under load" runs a second process that burns one of the two cores for the whole session.
@@ -97,6 +101,14 @@ SCENARIOS = (
              20, load=True),
     Scenario("identical_spawn", "not_slower(work(4), work(4), tolerance=0.10)", "pass", 20, 1,
              50, ("--mmperf-isolation=spawn",)),
+    # Clear-cut ratios: the parent decides alone when its interval, with the between-process sd
+    # assumed for one process (ratio.SINGLE_PROCESS_TAU), clears the threshold.
+    Scenario("clear4x", "faster(work(4), work(16), at_least=1.5)", "pass", 50, 1, 50),
+    Scenario("slower2x", "not_slower(work(8), work(4), tolerance=0.10)", "fail", 20, 1, 20),
+    Scenario("clear4x_load", "faster(work(4), work(16), at_least=1.5)", "pass", 50, 1, 50,
+             load=True),
+    Scenario("slower2x_load", "not_slower(work(8), work(4), tolerance=0.10)", "fail", 20, 1, 20,
+             load=True),
 )
 
 
@@ -156,6 +168,9 @@ def summarise(scenario: Scenario, guards: list[dict[str, Any]], seconds: float) 
         "measuring_median_s": statistics.median(measuring),
         "worker_overhead_median_s": statistics.median(overhead) if overhead else None,
         "session_s": seconds,
+        # per guard, for a closer look: verdict, decided by, estimate, processes, others' cores
+        "guards": [[g["verdict"], g["decided_by"], g["estimate"], g["n_processes"],
+                    g["extra"].get("other_cpu_cores")] for g in guards],
     }
 
 

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -147,3 +151,28 @@ def test_bad_arguments_name_the_value() -> None:
         time_one(lambda: None, budget_s=-1)
     with pytest.raises(TypeError, match="device must be a str or torch.device, got int 0"):
         measure._device_str(0)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="other processes' CPU use is "
+                    "read from /proc/stat (Linux)")
+def test_pair_samples_record_the_cores_other_processes_kept_busy() -> None:
+    """time_pair reads how many cores other processes used while it measured: about none while
+    only this process spins, about one while a second process burns a core."""
+    def spin() -> None:
+        end = time.perf_counter() + 0.001
+        while time.perf_counter() < end:
+            pass
+
+    alone = time_pair(spin, spin, budget_s=0.3, min_blocks=3, inference_mode=False)
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.1)
+        loaded = time_pair(spin, spin, budget_s=0.3, min_blocks=3, inference_mode=False)
+    finally:
+        burner.kill()
+        burner.wait()
+    assert alone.other_cpu_cores is not None and loaded.other_cpu_cores is not None
+    assert loaded.other_cpu_cores > 0.6 and (
+        loaded.other_cpu_cores - alone.other_cpu_cores > 0.4), (alone.other_cpu_cores,
+                                                                loaded.other_cpu_cores)
+    assert PairSamples.from_dict(loaded.to_dict()).other_cpu_cores == loaded.other_cpu_cores

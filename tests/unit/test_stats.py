@@ -86,6 +86,18 @@ def test_single_process_interval_includes_tau_floor() -> None:
     assert (floored.ci_high - floored.ci_low) > 10 * (narrow.ci_high - narrow.ci_low)
 
 
+def test_single_process_tau_widens_one_process_only() -> None:
+    rs = [0.001 * (i % 3) for i in range(40)]
+    one = stats.pool_log_ratios([rs], tau_floor=0.03, single_process_tau=0.15)
+    assert one.tau == 0.15 and one.ci_high - one.ci_low > 2 * 1.96 * 0.15
+    two_with = stats.pool_log_ratios([rs, rs], tau_floor=0.03, single_process_tau=0.15)
+    two_without = stats.pool_log_ratios([rs, rs], tau_floor=0.03)
+    assert two_with == two_without  # two processes: the random-effects model, unchanged
+    assert stats.pool_log_ratios([rs], tau_floor=0.03, single_process_tau=0.01).tau == 0.03
+    with pytest.raises(ValueError, match="single_process_tau must be >= 0"):
+        stats.pool_log_ratios([rs], single_process_tau=-0.1)
+
+
 def test_pool_rejects_empty_and_bad_confidence() -> None:
     with pytest.raises(ValueError, match="at least one process"):
         stats.pool([])
