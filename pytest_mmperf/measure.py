@@ -389,7 +389,8 @@ class OtherCpuUse:
         wall = time.perf_counter() - self.wall_s
         if busy is None or self.busy_s is None or wall <= 0:
             return None
-        return max(0.0, ((busy - self.busy_s) - (_own_cpu_s() - self.own_s)) / wall)
+        others = ((busy - self.busy_s) - (_own_cpu_s() - self.own_s)) / wall
+        return round(max(0.0, others), 3)  # clock ticks of 10 ms: no more digits to speak of
 
 
 def _machine_busy_s() -> float | None:

@@ -18,8 +18,8 @@ slower25-load        not_slower(tol=0.10)     default      reported (one core bu
 identical-spawn      not_slower(tol=0.10)     default      <= 1 of 50 fail; fresh interpreters
 clear4x              faster(at_least=1.5)     default      <= 1 of 50 fail (4x: one process)
 slower2x             not_slower(tol=0.10)     default      >= 19 of 20 caught (2x: one process)
-clear4x-load         faster(at_least=1.5)     default      <= 1 of 50 fail (one core busy)
-slower2x-load        not_slower(tol=0.10)     default      >= 19 of 20 caught (one core busy)
+clear4x-load         faster(at_least=1.5)     default      0 of 20 fail (one core busy)
+slower2x-load        not_slower(tol=0.10)     default      0 of 10 missed (one core busy)
 ===================  =======================  ===========  =============================
 
 "Under load" runs a second process that burns one of the two cores for the whole session.
@@ -105,9 +105,10 @@ SCENARIOS = (
     # assumed for one process (ratio.SINGLE_PROCESS_TAU), clears the threshold.
     Scenario("clear4x", "faster(work(4), work(16), at_least=1.5)", "pass", 50, 1, 50),
     Scenario("slower2x", "not_slower(work(8), work(4), tolerance=0.10)", "fail", 20, 1, 20),
-    Scenario("clear4x_load", "faster(work(4), work(16), at_least=1.5)", "pass", 50, 1, 50,
+    # Under load the parent may not decide alone (ratio.quiet): these pool workers, as above.
+    Scenario("clear4x_load", "faster(work(4), work(16), at_least=1.5)", "pass", 20, 1, 50,
              load=True),
-    Scenario("slower2x_load", "not_slower(work(8), work(4), tolerance=0.10)", "fail", 20, 1, 20,
+    Scenario("slower2x_load", "not_slower(work(8), work(4), tolerance=0.10)", "fail", 10, 1, 20,
              load=True),
 )
 
