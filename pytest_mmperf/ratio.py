@@ -197,9 +197,8 @@ def conclude(question: RatioQuestion, processes: list[PairSamples], *, label: st
                "elapsed_s": [p.elapsed_s for p in processes],
                "other_cpu_cores": [p.other_cpu_cores for p in processes],
                "worker_wall_s": [p.wall_s for p in processes[1:]],
-               "pids": [p.pid for p in processes]},
+               "pids": [p.pid for p in processes], "point_estimate": point},
     )
-    fields["extra"]["point_estimate"] = point
     return Conclusion(rd, verdict, decided_by, message, fields)
 
 
