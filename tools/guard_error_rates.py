@@ -1,7 +1,7 @@
 """Measure the timing guards' error rates and costs on this machine (the README's table).
 
 Each scenario is repeated as separate tests of one pytest session; every guard pools worker
-processes as in any run. The work is ``k`` float32 matrix products of 256 x 256 (about 0.5 ms
+processes as in any run. The work is ``k`` float32 matrix products of 256 x 256 (0.1-0.5 ms
 each), so "identical" is 4 against 4, "25 % slower" 5 against 4, "10 % slower" 11 against 10,
 "2x" 4 against 8.
 
@@ -19,7 +19,7 @@ identical-spawn      not_slower(tol=0.10)     default      <= 1 of 50 fail; fres
 clear4x              faster(at_least=1.5)     default      <= 1 of 50 fail (4x: one process)
 slower2x             not_slower(tol=0.10)     default      >= 19 of 20 caught (2x: one process)
 clear4x-load         faster(at_least=1.5)     default      0 of 20 fail (one core busy)
-slower2x-load        not_slower(tol=0.10)     default      0 of 10 missed (one core busy)
+slower2x-load        not_slower(tol=0.10)     default      reported (one core busy)
 ===================  =======================  ===========  =============================
 
 "Under load" runs a second process that burns one of the two cores for the whole session.
@@ -108,8 +108,8 @@ SCENARIOS = (
     # Under load the parent may not decide alone (ratio.quiet): these pool workers, as above.
     Scenario("clear4x_load", "faster(work(4), work(16), at_least=1.5)", "pass", 20, 1, 50,
              load=True),
-    Scenario("slower2x_load", "not_slower(work(8), work(4), tolerance=0.10)", "fail", 10, 1, 20,
-             load=True),
+    Scenario("slower2x_load", "not_slower(work(8), work(4), tolerance=0.10)", "fail", 10, None,
+             20, load=True),
 )
 
 
