@@ -240,7 +240,10 @@ def test_breakdown_of_a_disturbed_call_is_its_typical_call() -> None:
     assert len(result.calls) == len(result.call_totals) == 9
     assert max(c["work"] for c in result.calls) > 0.03  # the disturbed calls are kept
     q1, q3 = result.stage_quartiles["work"]
-    assert q1 <= q3 and q1 <= result.stages["work"]
+    # the quartiles of all 9 calls bracket the typical call (within float noise: the typical
+    # value is a mean over central calls, which may sit a hair below q1 when calls are even),
+    # and 2 disturbed calls of 9 stay above q3
+    assert q1 <= q3 < 0.01 and q1 <= result.stages["work"] * 1.05
 
 
 def test_breakdown_agrees_with_direct_timing_of_a_torch_call() -> None:
