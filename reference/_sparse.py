@@ -22,15 +22,20 @@ Implementations (``impl``):
 * ``"blocked"``: queries are split into blocks of ``block_size`` rows; a block only sees the
   keys between its first query's window start and its last query's window end (``span`` =
   ``block_size + w - 1`` keys for self-attention, about ``block_size * N_kv / N_q + w`` for
-  cross-attention). All blocks go to one ``F.scaled_dot_product_attention`` call as batch
-  entries with a (block, span) boolean mask, so the fused CPU/GPU kernel does the work and
-  never materialises scores. Work O(N_q · (w + block_size)); extra memory O(N_q · span) bytes
-  of mask (plus, for cross-attention, the gathered key/value windows). At N = 4096, w = 256
-  and the default 64-row blocks the arithmetic ratio against dense attention is 4096 / 319 =
-  12.8x; the measured ratio is lower (the fused kernel runs many small masked (block, span)
-  tiles), see the README table per machine. An explicit banded version (matmul / additive
-  band mask / softmax / matmul on the same windows) was measured slower than this one on the
-  2-core EPYC runner, so the fused kernel stays.
+  cross-attention; self-attention spans are rounded up to a multiple of 16 keys, which the
+  fused CPU kernel runs 1.14x faster than 319). All blocks go to one
+  ``F.scaled_dot_product_attention`` call with a (block, span) boolean mask each,
+  so the fused CPU/GPU kernel does the work and never materialises scores. Work
+  O(N_q · (w + block_size)); extra memory O(N_q · span) bytes of mask (plus, for
+  cross-attention, the gathered key/value windows). At N = 4096, w = 256 and the default 32-row
+  blocks (288 keys each) the arithmetic ratio against dense attention is 4096 / 288 = 14.2x;
+  the measured ratio is lower (the fused kernel runs many small masked (block, span) tiles),
+  see the README table per machine. Blocks take SDPA's head dimension, so queries, key
+  windows and the output are views of the (B, H, N, d) tensors: no layout copies. An
+  explicit banded version (matmul / additive band mask / softmax / matmul on the same
+  windows) was measured slower than this one on the 2-core EPYC runner, and splitting each
+  window into an unmasked middle (64 x 192) and two causal 64 x 64 triangles took 33 ms
+  against 25 ms on the Xeon, so the fused, masked kernel stays.
 * ``"flex"``: ``torch.compile(flex_attention)`` with a ``create_block_mask`` block mask: the
   fused kernel skips fully-masked 128x128 tiles. Default on CUDA. On CPU it works, but the
   first call compiles for tens of seconds and its steady state was slower than ``"blocked"``
@@ -122,11 +127,13 @@ def _flex_importable() -> bool:
 
 
 # Query rows per block of the "blocked" implementation. A block computes (block + w - 1) keys
-# per query for w useful ones, so smaller blocks waste less (1.25x at 64, w=256; 1.5x at 128) but
-# make more, smaller tiles. At N=4096, w=256, 12 heads of 64 (2-core AMD EPYC, AVX2, 2 threads,
-# 10 interleaved rounds in each of 3 processes): 32 rows 41-42 ms, 64 rows 44-45 ms, 128 rows
-# 50-52 ms (0.87x for 64); 64 keeps tiles large enough for wider SIMD units.
-DEFAULT_BLOCK_SIZE = 64
+# per query (rounded up to a multiple of 16) for w useful ones, so smaller blocks waste less
+# (1.125x at 32, w=256; 1.25x at 64; 1.5x at 128) but make more, smaller tiles. At N=4096,
+# w=256, 12 heads of 64, 2 threads: on the 2-core AMD EPYC (AVX2) 32 rows 41-42 ms, 64 rows
+# 44-45 ms, 128 rows 50-52 ms (10 interleaved rounds in each of 3 processes, spans not yet
+# rounded); on the 2-core Xeon (AVX512, AMX), spans rounded, 13 interleaved rounds: 16 rows
+# 25.9 ms, 32 rows 25.4 ms, 64 rows 27.0 ms (unrounded: 28.3 and 30.2 ms).
+DEFAULT_BLOCK_SIZE = 32
 
 
 def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, *,
@@ -164,10 +171,19 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: i
     return _local_flex(q, k, v, window, key_padding_mask, compiled=chosen == "flex")
 
 
+_SPAN_MULTIPLE = 16
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
 def _local_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int,
                    key_padding_mask: torch.Tensor | None, block_size: int) -> torch.Tensor:
-    """Banded attention: query blocks become batch entries of one SDPA call, each paired with
-    a window of ``span`` keys and a (block, span) mask.
+    """Banded attention: query blocks become the "heads" of one SDPA call whose batch entries
+    are the (batch, head) pairs, each block paired with a window of ``span`` keys and a
+    (block, span) mask (blocks go to the batch dimension instead when padding differs between
+    batch entries).
 
     One large call rather than a Python loop of small ones: a loop of 32 calls was as fast on
     an idle 2-core machine but 2x slower when other processes competed for the two cores
@@ -185,14 +201,16 @@ def _local_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: in
     keep = None if key_padding_mask is None else ~key_padding_mask  # (B, N_kv), True = attend
 
     if n_q == n_kv:  # self-attention: block j sees keys [j*block - left, (j+1)*block + right)
-        span = block + left + right
-        pad_r = n_blocks * block + right - n_kv
+        # Rounded up to a multiple of 16 keys (the mask drops the extra ones): the fused CPU
+        # kernel's tiles are SIMD-width multiples, and 64 x 319 ran 1.14x slower than 64 x 320.
+        span = _round_up(block + left + right, _SPAN_MULTIPLE)
+        pad_r = (n_blocks - 1) * block + span - left - n_kv
         key_pos = (torch.arange(n_blocks, device=dev) * block - left)[:, None] \
             + torch.arange(span, device=dev)  # (n_blocks, span), may fall outside [0, n_kv)
 
-        def windows(x: torch.Tensor) -> torch.Tensor:  # (B, H, N, d) -> (B*n_blocks, H, span, d)
+        def windows(x: torch.Tensor) -> torch.Tensor:  # (B, H, N, d) -> (B, H, nb, span, d)
             xp = F.pad(x, (0, 0, left, pad_r)).unfold(2, span, block)  # (B, H, nb, d, span)
-            return xp.permute(0, 2, 1, 4, 3).reshape(bsz * n_blocks, heads, span, dim_head)
+            return xp.transpose(-1, -2)
 
         keep_w = None if keep is None else F.pad(keep, (left, pad_r)).unfold(1, span, block)
     else:  # cross-attention: proportional centres, gathered windows
@@ -207,8 +225,8 @@ def _local_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: in
         starts = torch.tensor([min(max(lo, 0), n_kv - span) for lo in firsts], device=dev)
         key_pos = starts[:, None] + torch.arange(span, device=dev)
 
-        def windows(x: torch.Tensor) -> torch.Tensor:
-            return x[:, :, key_pos].transpose(1, 2).reshape(bsz * n_blocks, heads, span, dim_head)
+        def windows(x: torch.Tensor) -> torch.Tensor:  # (B, H, N_kv, d) -> (B, H, nb, span, d)
+            return x[:, :, key_pos]
 
         keep_w = None if keep is None else keep[:, key_pos]  # (B, n_blocks, span)
 
@@ -217,14 +235,33 @@ def _local_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: in
     centers = centers.view(n_blocks, block, 1)
     pos = key_pos[:, None, :]
     mask = (pos >= centers - left) & (pos <= centers + right) & (pos >= 0) & (pos < n_kv)
-    if keep_w is None:
-        mask = mask[:, None].repeat(bsz, 1, 1, 1)  # (B * n_blocks, 1, block, span)
-    else:
-        mask = (mask[None] & keep_w[:, :, None, :]).reshape(bsz * n_blocks, 1, block, span)
-    q_blocks = F.pad(q, (0, 0, 0, n_blocks * block - n_q)).view(
-        bsz, heads, n_blocks, block, dim_head).transpose(1, 2).reshape(
-        bsz * n_blocks, heads, block, dim_head)
-    out = F.scaled_dot_product_attention(q_blocks, windows(k), windows(v), attn_mask=mask)
+    extra = n_blocks * block - n_q
+    q_padded = q if extra == 0 else F.pad(q, (0, 0, 0, extra))  # (B, H, nb * block, d)
+    k_w, v_w = windows(k), windows(v)
+    if keep_w is None or bsz == 1:
+        # Blocks go in SDPA's head dimension and (batch, head) pairs in its batch dimension:
+        # q is a view, the windows are views (self-attention), one (nb, block, span) mask
+        # serves every head, and the output is (B, H, N, d) already, with no copy back
+        # (1.1x at 4096 tokens against blocks in the batch dimension on the 2-core Xeon).
+        if keep_w is not None:
+            mask = mask & keep_w[0][:, None, :]
+        out = F.scaled_dot_product_attention(
+            q_padded.reshape(bsz * heads, n_blocks, block, dim_head),
+            k_w.reshape(bsz * heads, n_blocks, span, dim_head),
+            v_w.reshape(bsz * heads, n_blocks, span, dim_head), attn_mask=mask[None])
+        return out.view(bsz, heads, n_blocks * block, dim_head)[:, :, :n_q]
+    # Padding that differs between batch entries: blocks in the batch dimension, so that one
+    # (block, span) mask per (batch entry, block) serves all heads (the other layout would
+    # need one per head; SDPA's fused CPU kernel takes 4-d inputs only).
+    mask = mask[None] if keep_w is None else mask[None] & keep_w[:, :, None, :]
+    mask = mask.expand(bsz, n_blocks, block, span).reshape(bsz * n_blocks, 1, block, span)
+
+    def by_block(x: torch.Tensor, rows: int) -> torch.Tensor:  # (B, H, nb, r, d) -> (B*nb, H, r, d)
+        return x.transpose(1, 2).reshape(bsz * n_blocks, heads, rows, dim_head)
+
+    out = F.scaled_dot_product_attention(
+        by_block(q_padded.view(bsz, heads, n_blocks, block, dim_head), block),
+        by_block(k_w, span), by_block(v_w, span), attn_mask=mask)
     out = out.view(bsz, n_blocks, heads, block, dim_head).transpose(1, 2)
     return out.reshape(bsz, heads, n_blocks * block, dim_head)[:, :, :n_q]
 

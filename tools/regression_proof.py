@@ -143,6 +143,21 @@ REGRESSIONS: tuple[Regression, ...] = (
             "            return torch.matmul(attn, v)\n"),),
         _ATTENTION_ONLY),
     Regression(
+        "unaligned-span",
+        "local attention's key windows no longer rounded up to a multiple of 16 keys (319 or "
+        "287 instead of 320 or 288: the fused CPU kernel ran 1.14x slower; results unchanged)",
+        (Substitution("_sparse.py", "_SPAN_MULTIPLE = 16\n",
+                      "_SPAN_MULTIPLE = 1  # REGRESSION: unaligned spans\n"),),
+        _ATTENTION_ONLY),
+    Regression(
+        "blocks-in-batch",
+        "local attention's query blocks back in SDPA's batch dimension without need: the "
+        "windows and the output are copied between layouts (1.1x slower at 4096 tokens; "
+        "results unchanged)",
+        (Substitution("_sparse.py", "    if keep_w is None or bsz == 1:\n",
+                      "    if False:  # REGRESSION: always the copying layout\n"),),
+        _ATTENTION_ONLY),
+    Regression(
         "per-channel-normalise",
         "fused normalise split into a per-channel Python loop ((x / 255 - mean[c]) / std[c])",
         (Substitution(
