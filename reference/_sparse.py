@@ -128,11 +128,9 @@ def _flex_importable() -> bool:
 
 # Query rows per block of the "blocked" implementation. A block computes (block + w - 1) keys
 # per query (rounded up to a multiple of 16) for w useful ones, so smaller blocks waste less
-# (1.125x at 32, w=256; 1.25x at 64; 1.5x at 128) but make more, smaller tiles. At N=4096,
-# w=256, 12 heads of 64, 2 threads: on the 2-core AMD EPYC (AVX2) 32 rows 41-42 ms, 64 rows
-# 44-45 ms, 128 rows 50-52 ms (10 interleaved rounds in each of 3 processes, spans not yet
-# rounded); on the 2-core Xeon (AVX512, AMX), spans rounded, 13 interleaved rounds: 16 rows
-# 25.9 ms, 32 rows 25.4 ms, 64 rows 27.0 ms (unrounded: 28.3 and 30.2 ms).
+# (1.125x at 32, w=256; 1.25x at 64; 1.5x at 128) but make more, smaller tiles. 32 was the
+# fastest of 16 / 32 / 64 / 128 at 4096 tokens on both CPUs measured (AVX2 EPYC, AVX512 Xeon);
+# the timings are in the README's tables.
 DEFAULT_BLOCK_SIZE = 32
 
 
