@@ -174,6 +174,18 @@ class PairSamples:
     # process's own CPU time): how contended the machine was while it measured; None where the
     # platform does not say.
     other_cpu_cores: float | None = None
+    # Minor page faults over all timed rounds of each side (getrusage; None where not counted):
+    # a fresh large tensor every call is faulted in again every call, about 1 us per 4 KiB page
+    # on the 2-core Xeon, which can be most of a CPU call's time (README, "Page faults").
+    candidate_faults: int | None = None
+    baseline_faults: int | None = None
+
+    def faults_per_call(self) -> tuple[float, float] | None:
+        """Minor page faults per call of (candidate, baseline) over the timed rounds, or None."""
+        if self.candidate_faults is None or self.baseline_faults is None or not self.n_blocks:
+            return None
+        return (self.candidate_faults / (self.n_blocks * self.candidate_number),
+                self.baseline_faults / (self.n_blocks * self.baseline_number))
 
     @property
     def n_blocks(self) -> int:
@@ -339,15 +351,15 @@ def time_pair(
         samples.candidate_number = calibrate_number(candidate, timer, block_s)
         samples.baseline_number = calibrate_number(baseline, timer, block_s)
         order: list[str] = []
-        others = OtherCpuUse.start()
+        others, faults = OtherCpuUse.start(), _FaultTally()
         while True:
             first_is_candidate = rng.random() < 0.5
             if first_is_candidate:
-                tc = timer(candidate, samples.candidate_number)
-                tb = timer(baseline, samples.baseline_number)
+                tc = faults.time(timer, candidate, samples.candidate_number, "candidate")
+                tb = faults.time(timer, baseline, samples.baseline_number, "baseline")
             else:
-                tb = timer(baseline, samples.baseline_number)
-                tc = timer(candidate, samples.candidate_number)
+                tb = faults.time(timer, baseline, samples.baseline_number, "baseline")
+                tc = faults.time(timer, candidate, samples.candidate_number, "candidate")
             samples.candidate_s.append(max(tc, 1e-12) / samples.candidate_number)
             samples.baseline_s.append(max(tb, 1e-12) / samples.baseline_number)
             order.append("c" if first_is_candidate else "b")
@@ -359,6 +371,7 @@ def time_pair(
                 samples.stopped_by = stop
                 break
         samples.other_cpu_cores = others.cores()
+        samples.candidate_faults, samples.baseline_faults = faults.totals()
     return samples
 
 
@@ -391,6 +404,37 @@ class OtherCpuUse:
             return None
         others = ((busy - self.busy_s) - (_own_cpu_s() - self.own_s)) / wall
         return round(max(0.0, others), 3)  # clock ticks of 10 ms: no more digits to speak of
+
+
+class _FaultTally:
+    """Minor page faults of this process (all threads) during each side's timed blocks."""
+
+    def __init__(self) -> None:
+        self.counts = {"candidate": 0, "baseline": 0}
+        self.available = _minor_faults() is not None
+
+    def time(self, timer: Callable[[Callable[[], object], int], float],
+             fn: Callable[[], object], number: int, side: str) -> float:
+        if not self.available:
+            return timer(fn, number)
+        before = _minor_faults()
+        seconds = timer(fn, number)
+        self.counts[side] += (_minor_faults() or 0) - (before or 0)
+        return seconds
+
+    def totals(self) -> tuple[int | None, int | None]:
+        if not self.available:
+            return None, None
+        return self.counts["candidate"], self.counts["baseline"]
+
+
+def _minor_faults() -> int | None:
+    """Minor page faults of this process so far (``getrusage``), or None (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
 
 
 def _machine_busy_s() -> float | None:

@@ -42,6 +42,8 @@ SINGLE_PROCESS_TAU = 0.15
 # with one core burnt on the 2-core Xeon; under such load one process read 0.48-1.13x for
 # identical work on the 2-core EPYC). Busier, or unknown: pool workers as for any close ratio.
 QUIET_OTHER_CPU_CORES = 0.25
+# Page faults per call worth a line in the guard's message (4 MiB of fresh pages, ~1 ms).
+NOTABLE_FAULTS_PER_CALL = 1000
 HOW_TO_DECIDE = ("raise --mmperf-budget / --mmperf-processes, or run `pytest --benchmark`, "
                  "for a clear decision")
 # spawn(process_number, seed) -> the samples of one fresh worker process
@@ -177,6 +179,12 @@ def conclude(question: RatioQuestion, processes: list[PairSamples], *, label: st
         f"baseline {format_seconds(statistics.median(med_b))}; between-process sd "
         f"{rd.pooled.tau:.3f} (log{', assumed for one process' if len(processes) == 1 else ''})"
     )
+    faults = [f for f in (p.faults_per_call() for p in processes) if f is not None]
+    if faults and max(max(f) for f in faults) >= NOTABLE_FAULTS_PER_CALL:
+        message += (f"\n  minor page faults per call: candidate "
+                    f"{statistics.median(f[0] for f in faults):,.0f}, baseline "
+                    f"{statistics.median(f[1] for f in faults):,.0f} (memory faulted in again "
+                    f"every call, about 1 us per page on a 2-core VM: README 'Page faults')")
     if rd.decision == stats.Decision.INCONCLUSIVE:
         message += (f"\n  INCONCLUSIVE: the interval straddles {rd.threshold:.3g} after "
                     f"{budget_s:g} s x {len(processes)} processes; "
@@ -197,7 +205,8 @@ def conclude(question: RatioQuestion, processes: list[PairSamples], *, label: st
                "elapsed_s": [p.elapsed_s for p in processes],
                "other_cpu_cores": [p.other_cpu_cores for p in processes],
                "worker_wall_s": [p.wall_s for p in processes[1:]],
-               "pids": [p.pid for p in processes], "point_estimate": point},
+               "pids": [p.pid for p in processes], "point_estimate": point,
+               "faults_per_call": [p.faults_per_call() for p in processes]},
     )
     return Conclusion(rd, verdict, decided_by, message, fields)
 

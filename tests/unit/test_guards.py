@@ -560,3 +560,24 @@ def test_parent_hands_its_failed_calls_to_the_spawner() -> None:
     guard.max_ops(noop, {"mm": 3})
     guard.faster(noop, noop, at_least=1.5)
     assert isinstance(guard, PytestGuard) and guard.failed_calls == [0]
+
+
+def test_message_names_page_faults_per_call_when_they_matter() -> None:
+    """A candidate that faults thousands of pages per call gets a line saying so (the cause
+    of many CPU slowdowns); a pair that faults little gets none."""
+    from pytest_mmperf import ratio
+
+    question = ratio.RatioQuestion("not_slower", 0.10, 0.95, 0.03)
+
+    def samples(candidate_faults: int) -> PairSamples:
+        s = FakeTiming([1.0]).samples(0)  # 20 rounds of 5 calls each side
+        s.candidate_faults, s.baseline_faults = candidate_faults, 0
+        return s
+
+    heavy = ratio.conclude(question, [samples(20 * 5 * 4096)], label="g", device="cpu",
+                           budget_s=1.0, policy="estimate")
+    assert "minor page faults per call: candidate 4,096, baseline 0" in heavy.message
+    assert heavy.fields["extra"]["faults_per_call"] == [(4096.0, 0.0)]
+    light = ratio.conclude(question, [samples(20 * 5 * 10)], label="g", device="cpu",
+                           budget_s=1.0, policy="estimate")
+    assert "page faults" not in light.message

@@ -176,3 +176,26 @@ def test_pair_samples_record_the_cores_other_processes_kept_busy() -> None:
         loaded.other_cpu_cores - alone.other_cpu_cores > 0.4), (alone.other_cpu_cores,
                                                                 loaded.other_cpu_cores)
     assert PairSamples.from_dict(loaded.to_dict()).other_cpu_cores == loaded.other_cpu_cores
+
+
+@pytest.mark.skipif(not hasattr(os, "sysconf") or sys.platform == "win32",
+                    reason="page faults are counted by getrusage (POSIX)")
+def test_pair_samples_count_each_sides_page_faults_per_call() -> None:
+    """A candidate that touches 16 MiB of memory it maps afresh every call faults about 4096
+    pages per call; a baseline that touches nothing new faults about none."""
+    import mmap
+
+    def fresh() -> None:
+        with mmap.mmap(-1, 16 << 20) as buffer:  # anonymous: new pages every call
+            for offset in range(0, 16 << 20, 4096):
+                buffer[offset] = 1
+
+    def nothing() -> None:
+        sum(range(100))
+
+    samples = time_pair(fresh, nothing, budget_s=0.3, min_blocks=3, inference_mode=False)
+    per_call = samples.faults_per_call()
+    assert per_call is not None
+    candidate, baseline = per_call
+    assert 3000 < candidate < 6000 and baseline < 50, per_call
+    assert PairSamples.from_dict(samples.to_dict()).faults_per_call() == per_call
