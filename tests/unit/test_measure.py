@@ -187,6 +187,8 @@ def test_pair_samples_count_each_sides_page_faults_per_call() -> None:
 
     def fresh() -> None:
         with mmap.mmap(-1, 16 << 20) as buffer:  # anonymous: new pages every call
+            if hasattr(mmap, "MADV_NOHUGEPAGE"):  # 4 KiB pages even where THP is "always"
+                buffer.madvise(mmap.MADV_NOHUGEPAGE)
             for offset in range(0, 16 << 20, 4096):
                 buffer[offset] = 1
 
