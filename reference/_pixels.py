@@ -18,7 +18,8 @@ from __future__ import annotations
 import functools
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,9 +53,24 @@ ACCEPTED = (
 )
 
 
-def stage(name: str) -> record_function:
-    """The profiler label of stage `name` (``mmperf::<name>``)."""
+def stage(name: str) -> AbstractContextManager[Any]:
+    """The profiler label of stage `name` (``mmperf::<name>``), or nothing while no profiler
+    runs on this thread.
+
+    Why: an idle ``record_function`` still costs about 5 us to enter and leave, and the batched
+    path labels every image: 18 labels made an 8-image batch (2.2 ms) 4 % slower than the same
+    work without them, which was most of what the overhead guard in tests/perf measured.
+    The check is torch's per-thread profiler state: pool threads, whose ranges a profiler
+    started on the calling thread did not record (torch 2.14, CPU), label nothing.
+    """
+    if not _profiler_enabled():
+        return nullcontext()
     return record_function(f"mmperf::{name}")
+
+
+# torch's own check (private): where a torch lacks it, always label.
+_profiler_enabled: Callable[[], bool] = getattr(torch.autograd, "_profiler_enabled",
+                                                lambda: True)
 
 
 def available_cores() -> int:
