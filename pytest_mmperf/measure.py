@@ -380,12 +380,13 @@ class OtherCpuUse:
     """How many CPU cores processes other than this one kept busy since :meth:`start`.
 
     Machine-wide busy time from ``/proc/stat`` (user, nice, system, irq, softirq, steal: a
-    hypervisor's steal is contention too) minus this process's own CPU time, all threads
-    (``getrusage``), over the wall time. A direct reading of contention, unlike this process's
-    preemption count, whose scale changes with the kernel (2-thread torch work: 30/s alone and
-    184/s with one core busy on a 2-core EPYC, 36/s and 75/s on a 2-core Xeon). Linux only;
-    elsewhere :meth:`cores` is None. Children count as other processes (a DataLoader's worker
-    processes do compete with the measured work).
+    hypervisor's steal is contention too) minus the CPU time of this process (all threads) and
+    of its descendants, over the wall time. A direct reading of contention, unlike this
+    process's preemption count, whose scale changes with the kernel (2-thread torch work: 30/s
+    alone and 184/s with one core busy on a 2-core EPYC, 36/s and 75/s on a 2-core Xeon).
+    Descendants are part of the measured work, not contention: a DataLoader's worker processes
+    run the candidate's or the baseline's own loading. Linux only; elsewhere :meth:`cores` is
+    None.
     """
 
     busy_s: float | None
@@ -394,7 +395,7 @@ class OtherCpuUse:
 
     @classmethod
     def start(cls) -> OtherCpuUse:
-        return cls(_machine_busy_s(), _own_cpu_s(), time.perf_counter())
+        return cls(_machine_busy_s(), _family_cpu_s(), time.perf_counter())
 
     def cores(self) -> float | None:
         """Average cores used by other processes since :meth:`start` (>= 0), or None."""
@@ -402,7 +403,7 @@ class OtherCpuUse:
         wall = time.perf_counter() - self.wall_s
         if busy is None or self.busy_s is None or wall <= 0:
             return None
-        others = ((busy - self.busy_s) - (_own_cpu_s() - self.own_s)) / wall
+        others = ((busy - self.busy_s) - (_family_cpu_s() - self.own_s)) / wall
         return round(max(0.0, others), 3)  # clock ticks of 10 ms: no more digits to speak of
 
 
@@ -450,10 +451,40 @@ def _machine_busy_s() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def _own_cpu_s() -> float:
-    """This process's CPU seconds so far, all threads (user + system)."""
+def _family_cpu_s() -> float:
+    """CPU seconds so far of this process (all threads) and its descendants: the live ones from
+    ``/proc/<pid>/stat``, the ended ones this process waited for from ``os.times``."""
     times = os.times()
-    return times.user + times.system
+    return (times.user + times.system + times.children_user + times.children_system
+            + _live_descendants_cpu_s())
+
+
+def _live_descendants_cpu_s() -> float:
+    """CPU seconds of the live descendants of this process (``/proc``; 0 where unreadable)."""
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return 0.0
+    children: dict[int, list[int]] = {}
+    ticks: dict[int, int] = {}
+    for name in pids:
+        try:
+            with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as handle:
+                text = handle.read()
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+        rest = text[text.rfind(")") + 2:].split()  # the command name may hold spaces
+        if len(rest) < 13:
+            continue
+        pid = int(name)
+        children.setdefault(int(rest[1]), []).append(pid)  # rest[1]: ppid
+        ticks[pid] = int(rest[11]) + int(rest[12])  # utime + stime
+    total, stack = 0, list(children.get(os.getpid(), []))
+    while stack:
+        pid = stack.pop()
+        total += ticks.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _stop_reason(n: int, elapsed_s: float, min_blocks: int, max_blocks: int, budget_s: float,
