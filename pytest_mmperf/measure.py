@@ -170,9 +170,8 @@ class PairSamples:
     stopped_by: str = "budget"
     pid: int = field(default_factory=os.getpid)
     wall_s: float = 0.0  # a worker's whole wall time, start-up included (set by the parent)
-    # CPU cores other processes kept busy on average during the rounds (/proc/stat minus this
-    # process's own CPU time): how contended the machine was while it measured; None where the
-    # platform does not say.
+    # CPU cores other processes kept busy on average during the rounds (OtherCpuUse): how
+    # contended the machine was while it measured; None where the platform does not say.
     other_cpu_cores: float | None = None
     # Minor page faults over all timed rounds of each side (getrusage; None where not counted):
     # a fresh large tensor every call is faulted in again every call, about 1 us per 4 KiB page
@@ -390,7 +389,7 @@ class OtherCpuUse:
     """
 
     busy_s: float | None
-    own_s: float
+    family_s: float  # CPU seconds of this process and its descendants at the start
     wall_s: float
 
     @classmethod
@@ -403,7 +402,7 @@ class OtherCpuUse:
         wall = time.perf_counter() - self.wall_s
         if busy is None or self.busy_s is None or wall <= 0:
             return None
-        others = ((busy - self.busy_s) - (_family_cpu_s() - self.own_s)) / wall
+        others = ((busy - self.busy_s) - (_family_cpu_s() - self.family_s)) / wall
         return round(max(0.0, others), 3)  # clock ticks of 10 ms: no more digits to speak of
 
 
@@ -412,30 +411,32 @@ class _FaultTally:
 
     def __init__(self) -> None:
         self.counts = {"candidate": 0, "baseline": 0}
-        self.available = _minor_faults() is not None
 
     def time(self, timer: Callable[[Callable[[], object], int], float],
              fn: Callable[[], object], number: int, side: str) -> float:
-        if not self.available:
+        if _resource is None:
             return timer(fn, number)
         before = _minor_faults()
         seconds = timer(fn, number)
-        self.counts[side] += (_minor_faults() or 0) - (before or 0)
+        self.counts[side] += _minor_faults() - before
         return seconds
 
     def totals(self) -> tuple[int | None, int | None]:
-        if not self.available:
+        if _resource is None:
             return None, None
         return self.counts["candidate"], self.counts["baseline"]
 
 
-def _minor_faults() -> int | None:
-    """Minor page faults of this process so far (``getrusage``), or None (Windows)."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+try:
+    import resource as _resource
+except ImportError:  # Windows: no getrusage, no fault counts
+    _resource = None  # type: ignore[assignment]
+
+
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (``getrusage``; POSIX only)."""
+    assert _resource is not None
+    return int(_resource.getrusage(_resource.RUSAGE_SELF).ru_minflt)
 
 
 def _machine_busy_s() -> float | None:

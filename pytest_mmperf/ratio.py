@@ -179,7 +179,8 @@ def conclude(question: RatioQuestion, processes: list[PairSamples], *, label: st
         f"baseline {format_seconds(statistics.median(med_b))}; between-process sd "
         f"{rd.pooled.tau:.3f} (log{', assumed for one process' if len(processes) == 1 else ''})"
     )
-    faults = [f for f in (p.faults_per_call() for p in processes) if f is not None]
+    faults_per_call = [p.faults_per_call() for p in processes]
+    faults = [f for f in faults_per_call if f is not None]
     if faults and max(max(f) for f in faults) >= NOTABLE_FAULTS_PER_CALL:
         message += (f"\n  minor page faults per call: candidate "
                     f"{statistics.median(f[0] for f in faults):,.0f}, baseline "
@@ -206,7 +207,7 @@ def conclude(question: RatioQuestion, processes: list[PairSamples], *, label: st
                "other_cpu_cores": [p.other_cpu_cores for p in processes],
                "worker_wall_s": [p.wall_s for p in processes[1:]],
                "pids": [p.pid for p in processes], "point_estimate": point,
-               "faults_per_call": [p.faults_per_call() for p in processes]},
+               "faults_per_call": faults_per_call},
     )
     return Conclusion(rd, verdict, decided_by, message, fields)
 
@@ -214,7 +215,7 @@ def conclude(question: RatioQuestion, processes: list[PairSamples], *, label: st
 def _busy_note(processes: Sequence[PairSamples]) -> str:
     """A clause naming how busy other processes kept the machine, when they did."""
     others = [p.other_cpu_cores for p in processes if p.other_cpu_cores is not None]
-    if not others or max(others) <= QUIET_OTHER_CPU_CORES:
+    if all(quiet(p) or p.other_cpu_cores is None for p in processes):
         return ""
     return (f"other processes kept {statistics.median(others):.2f} cores busy (median over "
             f"processes) while it measured; ")
