@@ -11,7 +11,8 @@ Kinds of benchmark, and why each exists:
 * ``peakmem_*``: peak resident memory of the benchmark process (asv), where host memory is the
   point (the O(N²) score matrix of explicit attention).
 * ``track_ops`` / ``track_flops`` / ``track_peak_memory``: deterministic counters of one call
-  (:mod:`pytest_mmperf.counters`): the same in every process, so the gate catches structural
+  (:mod:`pytest_mmperf.counting.counters`): the same in every process, so the gate catches
+  structural
   regressions (a fused kernel replaced by explicit matmuls) even when timing is noisy.
 * ``track_ratio_vs_math``: time(candidate) / time(explicit math) measured interleaved in one
   process; far steadier across runs than raw times on a shared machine. Larger is worse.
@@ -26,8 +27,8 @@ from typing import Any
 # which would otherwise be paid again in every forked benchmark process.
 import torch._dynamo  # noqa: F401
 
-import pytest_mmperf.counters  # noqa: F401
-import pytest_mmperf.measure  # noqa: F401
+import pytest_mmperf.counting.counters  # noqa: F401
+import pytest_mmperf.timing.measure  # noqa: F401
 import reference.attention  # noqa: F401
 
 from .common import (

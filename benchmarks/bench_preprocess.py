@@ -18,8 +18,8 @@ from typing import Any
 # Imported here so asv's fork server pays for them once (see bench_attention.py).
 import torch._dynamo  # noqa: F401
 
-import pytest_mmperf.counters  # noqa: F401
-import pytest_mmperf.measure  # noqa: F401
+import pytest_mmperf.counting.counters  # noqa: F401
+import pytest_mmperf.timing.measure  # noqa: F401
 import reference.preprocess  # noqa: F401
 
 from .common import (

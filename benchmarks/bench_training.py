@@ -23,8 +23,8 @@ from typing import Any
 # Imported at module level so that asv's fork server imports them once (see bench_attention).
 import torch._dynamo  # noqa: F401
 
-import pytest_mmperf.counters  # noqa: F401
-import pytest_mmperf.measure  # noqa: F401
+import pytest_mmperf.counting.counters  # noqa: F401
+import pytest_mmperf.timing.measure  # noqa: F401
 import reference.training  # noqa: F401
 
 from .common import (

@@ -3,7 +3,7 @@
 A *case* is a frozen dataclass naming one workload size (``PreprocessCase``, ``LoaderCase``,
 ``AttentionCase``, ``LongSequenceCase``). ``case.build(impl, ...)`` returns a :class:`Workload`:
 a zero-argument callable that runs one implementation of ``reference/`` once on cached, seeded
-inputs made by :mod:`pytest_mmperf.synthetic` (the generator the tests use), plus its metadata.
+inputs made by :mod:`pytest_mmperf.data.synthetic` (the generator the tests use), plus its metadata.
 
 * asv (``bench_*.py``) enumerates the registries below as ``params``; a combination this host
   cannot run (no CUDA, no native bf16) raises ``NotImplementedError`` from ``build``, which asv
@@ -38,7 +38,7 @@ from typing import Any, ClassVar, cast
 import torch
 import torch.nn.functional as F
 
-from pytest_mmperf.synthetic import (
+from pytest_mmperf.data.synthetic import (
     BatchSpec,
     FeatureSpec,
     JpegDataset,
@@ -516,10 +516,11 @@ LONG_CASES: dict[str, LongSequenceCase] = {
 def interleaved_ratio(candidate: Workload, baseline: Workload, *, budget_s: float = 3.0,
                       min_blocks: int = 6) -> float:
     """Median over rounds of time(candidate) / time(baseline), measured interleaved in this
-    process (:func:`pytest_mmperf.measure.time_pair`: calibrated blocks, random order per round,
+    process (:func:`pytest_mmperf.timing.measure.time_pair`: calibrated blocks, random order per
+    round,
     device synchronisation). Larger is worse, as asv assumes. ``MMPERF_BENCH_QUICK=1`` cuts it to
     one call of each (a smoke run)."""
-    from pytest_mmperf.measure import BlockTimer, time_pair
+    from pytest_mmperf.timing.measure import BlockTimer, time_pair
 
     if candidate.device != baseline.device:
         raise ValueError(f"interleaved_ratio: candidate on {candidate.device} but baseline on "
@@ -538,8 +539,8 @@ def interleaved_ratio(candidate: Workload, baseline: Workload, *, budget_s: floa
 def counters(work: Workload, metric: str) -> int:
     """One deterministic counter of one call of ``work``: ``"ops"`` (dispatched aten ops),
     ``"flops"`` or ``"peak_memory"`` (bytes of tensor memory), via
-    :func:`pytest_mmperf.counters.measure_counters`."""
-    from pytest_mmperf.counters import measure_counters
+    :func:`pytest_mmperf.counting.counters.measure_counters`."""
+    from pytest_mmperf.counting.counters import measure_counters
 
     # Op and FLOP counts are the same on the first call; peak memory needs a warm-up call so
     # that one-time allocations (thread pools, kernel workspaces) are not counted.
@@ -764,7 +765,7 @@ class LoaderTrainingCase:
         dev = resolve_device(device)
         data = self.dataset()
         paths, captions = [str(p) for p in data.paths], list(data.captions)
-        from pytest_mmperf.synthetic import SimpleTokenizer
+        from pytest_mmperf.data.synthetic import SimpleTokenizer
         from reference.preprocess import make_fast_loader, make_seed_loader
         from reference.training import ImageTextModel, run_loader_training
 

@@ -18,30 +18,22 @@ _LAZY = {
         ("BatchSpec", "ImageTextBatch", "FeatureSpec", "FeatureBatch", "make_batch",
          "make_features", "write_jpeg_dataset", "JpegDataset", "SimpleTokenizer",
          "default_batch_spec", "default_feature_spec"),
-        "synthetic",
+        "data.synthetic",
     ),
     "SCALES": "constants",
     **dict.fromkeys(("Guard", "GuardFailure", "GuardResult", "GuardSettings", "GuardSkipped",
-                     "Instruments"), "guards"),
+                     "Instruments", "MmperfInconclusiveWarning"), "guards"),
 }
 __all__ = [  # written out (not built from _LAZY) so that linters and IDEs can read it
     "SCALES", "BatchSpec", "FeatureBatch", "FeatureSpec", "Guard", "GuardFailure", "GuardResult",
-    "GuardSettings", "GuardSkipped", "Instruments",
+    "GuardSettings", "GuardSkipped", "Instruments", "MmperfInconclusiveWarning",
     "ImageTextBatch", "JpegDataset", "SimpleTokenizer", "__version__", "default_batch_spec",
     "default_feature_spec", "make_batch", "make_features", "write_jpeg_dataset",
 ]
 
 if TYPE_CHECKING:
     from pytest_mmperf.constants import SCALES
-    from pytest_mmperf.guards import (
-        Guard,
-        GuardFailure,
-        GuardResult,
-        GuardSettings,
-        GuardSkipped,
-        Instruments,
-    )
-    from pytest_mmperf.synthetic import (
+    from pytest_mmperf.data.synthetic import (
         BatchSpec,
         FeatureBatch,
         FeatureSpec,
@@ -53,6 +45,15 @@ if TYPE_CHECKING:
         make_batch,
         make_features,
         write_jpeg_dataset,
+    )
+    from pytest_mmperf.guards import (
+        Guard,
+        GuardFailure,
+        GuardResult,
+        GuardSettings,
+        GuardSkipped,
+        Instruments,
+        MmperfInconclusiveWarning,
     )
 
 

@@ -1,14 +1,15 @@
 """Performance guards: assertions about speed and work, usable from pytest or plain Python.
 
 Timing guards (``faster``, ``not_slower``, ``scaling(metric="time")``) compare measurements and
-decide statistically (:mod:`pytest_mmperf.ratio`, :mod:`pytest_mmperf.stats`). Counter guards
+decide statistically (:mod:`pytest_mmperf.timing.ratio`, :mod:`pytest_mmperf.timing.stats`).
+Counter guards
 (``max_ops``, ``ops_constant``, ``max_memory``, ``max_flops``, ``scaling`` of ops/memory/FLOPs,
 ``no_sync``, ``snapshot``) are deterministic. Every call returns a :class:`GuardResult` and hands
 it to the ``recorder``; a failing guard raises :class:`GuardFailure`, an ``AssertionError``, so
 ``pytest.raises(AssertionError)``, ``xfail(raises=...)`` and plain ``try`` blocks can hold it.
 
 This module is the pytest-free core: it imports neither pytest nor torch (counters load torch
-when a counter guard runs). The ``mmperf_guard`` fixture (:mod:`pytest_mmperf.guard_fixture`)
+when a counter guard runs). The ``mmperf_guard`` fixture (:mod:`pytest_mmperf.glue.guard_fixture`)
 subclasses :class:`Guard` for the pytest side: worker processes, skips, the timing marker.
 
 Outside pytest::
@@ -26,7 +27,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NoReturn
 
-from pytest_mmperf import stats
 from pytest_mmperf.constants import (
     COUNTER_METRICS,
     DEFAULT_BUDGET_S,
@@ -37,10 +37,11 @@ from pytest_mmperf.constants import (
     SCALAR_NAMES,
     SCALING_METRICS,
 )
-from pytest_mmperf.isolation import WorkerError
-from pytest_mmperf.measure import DEFAULT_MIN_BLOCKS, PairSamples, time_one, time_pair
-from pytest_mmperf.opnames import canonical_op, op_matches, sum_ops
-from pytest_mmperf.ratio import (
+from pytest_mmperf.counting.opnames import canonical_op, op_matches, sum_ops
+from pytest_mmperf.timing import stats
+from pytest_mmperf.timing.isolation import WorkerError
+from pytest_mmperf.timing.measure import DEFAULT_MIN_BLOCKS, PairSamples, time_one, time_pair
+from pytest_mmperf.timing.ratio import (
     MIN_PROCESSES_TO_STOP,
     RatioQuestion,
     add_processes,
@@ -145,7 +146,8 @@ class Instruments:
 
     measure_pair: Callable[..., PairSamples] = time_pair
     measure_one: Callable[..., Any] = time_one
-    counters: Callable[..., Any] | None = None  # default: pytest_mmperf.counters.measure_counters
+    # default: pytest_mmperf.counting.counters.measure_counters
+    counters: Callable[..., Any] | None = None
 
 
 # spawner(guard_call_index, process_number, budget_s, seed) -> samples of one fresh process
@@ -321,7 +323,7 @@ class Guard:
             raise TypeError(f"expected a zero-argument callable, got {type(fn).__name__} {fn!r}")
         counters = self.instruments.counters
         if counters is None:
-            from pytest_mmperf.counters import measure_counters
+            from pytest_mmperf.counting.counters import measure_counters
 
             counters = measure_counters
         return counters(fn, device=device, metrics=tuple(metrics))
@@ -488,7 +490,7 @@ class Guard:
             return early
         if self.snapshot_store is None:
             raise RuntimeError("snapshot(): no snapshot store; pass Guard(snapshot_store="
-                               "pytest_mmperf.snapshots.SnapshotStore(path)) or use the "
+                               "pytest_mmperf.counting.snapshots.SnapshotStore(path)) or use the "
                                "mmperf_guard fixture")
         report = self._count(fn, dev, tuple(metrics))
         # Stored under CounterReport.scalars() names, so files read the same whoever writes them.

@@ -6,7 +6,8 @@ v1 transform, the uint8 resize (:func:`resize_uint8`, :func:`resize_into`), the 
 (:func:`normalize_uint8`) and the validated options of the fast paths (:func:`parse_options`).
 This module imports neither of them, so neither imports the other through it (no cycle).
 
-Profiler labels (``torch.profiler.record_function``, read by ``pytest_mmperf.stages``) are made
+Profiler labels (``torch.profiler.record_function``, read by ``pytest_mmperf.report.stages``) are
+made
 by :func:`stage`: ``mmperf::decode`` (file -> pixels), ``mmperf::convert`` (PIL mode -> RGB,
 PIL -> uint8 tensor; ``ToTensor`` in the naive loop), ``mmperf::resize``, ``mmperf::collate``
 (stack / copy into the batch buffer), ``mmperf::normalize`` (uint8 -> float and the multiply-add),

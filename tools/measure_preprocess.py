@@ -25,7 +25,8 @@ results into the README table of that machine, never into a docstring.
   the figure the old aggregation (the mean of all profiled calls) gave.
 * ``loader``: decode-only throughput of the loader's files (Pillow with ``draft`` vs
   ``torchvision.io.decode_jpeg``) against the seed's DataLoader and the fast loader.
-* ``attention``: the calibrated float32 matmul peak (every size, :mod:`pytest_mmperf.calibrate`)
+* ``attention``: the calibrated float32 matmul peak (every size,
+:mod:`pytest_mmperf.report.calibrate`)
   and the dense SDPA core against local (w=256) attention at 4096 tokens, 12 heads of 64.
 """
 
@@ -142,7 +143,7 @@ def exp_components(rounds: int) -> None:
 
 def exp_breakdown(rounds: int) -> None:
     from benchmarks.common import PREPROCESS_CASES
-    from pytest_mmperf.stages import format_breakdown, stage_breakdown
+    from pytest_mmperf.report.stages import format_breakdown, stage_breakdown
     from reference import _pixels, preprocess
 
     images = PREPROCESS_CASES["varied16"].images()
@@ -240,7 +241,7 @@ def exp_attention(rounds: int) -> None:
     import torch
     import torch.nn.functional as F
 
-    from pytest_mmperf.calibrate import matmul_peak
+    from pytest_mmperf.report.calibrate import matmul_peak
     from reference._sparse import local_attention, local_pair_count
 
     peak = matmul_peak("float32", "cpu")

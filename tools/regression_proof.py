@@ -19,7 +19,7 @@ sparse; the attention regression runs every file except those whose name says pr
 loader or loading; the unmodified copy runs all of tests/perf. Snapshots are read from a copy of
 the snapshot file, so nothing in the checkout can be rewritten. Files run counter guards first,
 timing guards last (:data:`FILE_ORDER`). Each run is a pytest forked from one fork server
-(:mod:`pytest_mmperf.forkserver`: pytest, torch and torchvision imported once; the child puts
+(:mod:`pytest_mmperf.timing.forkserver`: pytest, torch and torchvision imported once; the child puts
 the run's ``PYTHONPATH`` on ``sys.path`` as a new interpreter would); where ``os.fork`` is
 missing, a new interpreter. ``make test``'s quick proof took 131 s with an interpreter per run
 and files in name order, 16 s this way (2-core AMD EPYC).
@@ -50,8 +50,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_mmperf.forkserver import PRELOAD_IF_IMPORTED, ForkServer, fork_available
-from pytest_mmperf.isolation import run_pytest_command
+from pytest_mmperf.timing.forkserver import PRELOAD_IF_IMPORTED, ForkServer, fork_available
+from pytest_mmperf.timing.isolation import run_pytest_command
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "reference"

@@ -85,7 +85,7 @@ def _default_plan() -> Plan:
 def plan(request: pytest.FixtureRequest) -> Plan:
     """The registry's cases in the performance run (``pytest --benchmark``) unless
     ``--mmperf-scale=smoke``; the smoke cases otherwise."""
-    from pytest_mmperf.config import get_settings
+    from pytest_mmperf.glue.options import get_settings
 
     settings = get_settings(request.config)
     return _default_plan() if settings.benchmark and settings.scale != "smoke" else _SMOKE

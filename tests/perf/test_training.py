@@ -164,7 +164,7 @@ def test_fast_loader_and_step_ops_constant_in_batch_size(mmperf_guard: Any) -> N
     (Captions are tokenised up front: the test tokenizer writes one row per caption, work
     that would grow with the batch and is not the loader's.)"""
     from benchmarks.common import cache_dir
-    from pytest_mmperf.synthetic import BatchSpec, SimpleTokenizer, write_jpeg_dataset
+    from pytest_mmperf.data.synthetic import BatchSpec, SimpleTokenizer, write_jpeg_dataset
     from reference.preprocess import make_fast_loader
     from reference.training import ImageTextModel, ModelConfig, TrainBatch, train_step
 

@@ -14,8 +14,8 @@ import pytest
 import torch  # noqa: F401  (see the module docstring)
 import torch._dynamo  # noqa: F401
 
+import pytest_mmperf.data.synthetic  # noqa: F401
 import pytest_mmperf.devices  # noqa: F401
-import pytest_mmperf.synthetic  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

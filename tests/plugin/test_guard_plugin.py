@@ -22,7 +22,7 @@ import json, os
 def pytest_sessionfinish(session):
     if os.environ.get("PYTEST_MMPERF_WORKER"):
         return
-    from pytest_mmperf.guard_fixture import session_results
+    from pytest_mmperf.glue.guard_fixture import session_results
     with open("guard-results.json", "w") as handle:
         json.dump([r.to_dict() for r in session_results(session.config)], handle)
 """

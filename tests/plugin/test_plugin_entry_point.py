@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mmperf.config import derive_seed
+from pytest_mmperf.glue.options import derive_seed
 
 TORCH_FREE = """
 import sys

@@ -200,7 +200,7 @@ def test_batch_factory_and_features_contents(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("""
         import pytest
         import torch
-        from pytest_mmperf.synthetic import make_batch
+        from pytest_mmperf.data.synthetic import make_batch
 
         @pytest.mark.mmperf_batch(batch_size=2, image_size=(32, 40), image_format="uint8",
                                   context_length=12)
@@ -264,7 +264,7 @@ def test_jpeg_dataset_is_written_once_per_spec(pytester: pytest.Pytester) -> Non
 def test_batch_is_generated_once_per_spec_and_each_test_gets_its_own_copy(
         pytester: pytest.Pytester) -> None:
     pytester.makeconftest("""
-        import pytest_mmperf.synthetic as syn
+        import pytest_mmperf.data.synthetic as syn
 
         CALLS = []
         _make = syn.make_batch
@@ -279,7 +279,7 @@ def test_batch_is_generated_once_per_spec_and_each_test_gets_its_own_copy(
         import numpy as np
         import pytest
         from conftest import CALLS
-        from pytest_mmperf.synthetic import make_batch
+        from pytest_mmperf.data.synthetic import make_batch
 
         SPEC = pytest.mark.mmperf_batch(batch_size=2, image_size=(24, 24))
 

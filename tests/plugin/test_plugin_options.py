@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mmperf.config import SETTINGS, get_settings
+from pytest_mmperf.glue.options import SETTINGS, get_settings
 
 # The ini spelling and the matching env var of every setting that has them.
 INI_SETTINGS = [s for s in SETTINGS if s.ini]

@@ -68,9 +68,11 @@ def test_wheel_ships_the_plugin_only(wheel: Path) -> None:
     names, metadata, entry_points = _metadata(wheel)
     top = {n.split("/")[0] for n in names}
     assert top == {"pytest_mmperf", f"pytest_mmperf-{pytest_mmperf.__version__}.dist-info"}
-    modules = {p.name for p in (ROOT / "pytest_mmperf").glob("*.py")}
-    shipped = {n.split("/")[1] for n in names if n.startswith("pytest_mmperf/")}
+    package = ROOT / "pytest_mmperf"
+    modules = {p.relative_to(package).as_posix() for p in package.rglob("*.py")}
+    shipped = {n.split("/", 1)[1] for n in names if n.startswith("pytest_mmperf/")}
     assert shipped == modules | {"py.typed"}
+    assert "timing/ratio.py" in shipped  # the subpackages ship too
     assert metadata["Name"] == "pytest-mmperf"
     assert metadata["Version"] == pytest_mmperf.__version__
     requires = metadata.get_all("Requires-Dist")

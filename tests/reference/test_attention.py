@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pytest_mmperf.synthetic import FeatureBatch, FeatureSpec, make_features
+from pytest_mmperf.data.synthetic import FeatureBatch, FeatureSpec, make_features
 from reference._sparse import local_attention, local_pair_count, local_window_mask
 from reference.attention import (
     BACKENDS,

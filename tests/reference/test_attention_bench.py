@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import torch
 
-from pytest_mmperf.synthetic import FeatureSpec, make_features
+from pytest_mmperf.data.synthetic import FeatureSpec, make_features
 from reference.attention import (
     CrossAttention,
     LocalAttention,

@@ -17,8 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pytest_mmperf.stages import stage_breakdown
-from pytest_mmperf.synthetic import JpegDataset
+from pytest_mmperf.data.synthetic import JpegDataset
+from pytest_mmperf.report.stages import stage_breakdown
 from reference import _loading
 from reference._arrow import arrow_export_available
 from reference.preprocess import (

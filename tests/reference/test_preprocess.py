@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from pytest_mmperf.stages import stage_breakdown
-from pytest_mmperf.synthetic import ImageTextBatch
+from pytest_mmperf.data.synthetic import ImageTextBatch
+from pytest_mmperf.report.stages import stage_breakdown
 from reference import _pixels
 from reference._arrow import arrow_export_available, rgbx_view
 from reference.preprocess import (

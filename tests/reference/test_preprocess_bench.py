@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 import torch
 
-from pytest_mmperf.synthetic import ImageTextBatch, JpegDataset
+from pytest_mmperf.data.synthetic import ImageTextBatch, JpegDataset
 from reference.preprocess import (
     BatchedPreprocessor,
     NaivePreprocessor,

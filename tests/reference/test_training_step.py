@@ -20,7 +20,7 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_mmperf.synthetic import BatchSpec, SimpleTokenizer, write_jpeg_dataset
+from pytest_mmperf.data.synthetic import BatchSpec, SimpleTokenizer, write_jpeg_dataset
 from reference.training import (
     PRECISIONS,
     TRAIN_BACKENDS,

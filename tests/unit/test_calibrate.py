@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from pytest_mmperf import calibrate
-from pytest_mmperf.calibrate import (
+from pytest_mmperf.report import calibrate
+from pytest_mmperf.report.calibrate import (
     Peak,
     efficiency,
     matmul_peak,
@@ -159,7 +159,7 @@ def test_reconcile_rejects_bad_rates(rate: object) -> None:
 
 
 def test_roofline_flags_name_the_largest_stage() -> None:
-    from pytest_mmperf.headline import roofline_flags
+    from pytest_mmperf.report.headline import roofline_flags
 
     rows = [
         {"family": "preprocessing", "implementation": "naive", "peak_fraction": 0.01},

@@ -1,4 +1,4 @@
-"""pytest_mmperf.config without a pytest run: parsers, the settings table, seeds, markers."""
+"""pytest_mmperf.glue.options without a pytest run: parsers, the settings table, seeds, markers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mmperf import config as cfg
+from pytest_mmperf.glue import options as cfg
 
 
 @pytest.mark.parametrize(

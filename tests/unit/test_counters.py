@@ -1,4 +1,4 @@
-"""Tests of pytest_mmperf.counters: op counts, FLOPs, bytes, peak memory, syncs."""
+"""Tests of pytest_mmperf.counting.counters: op counts, FLOPs, bytes, peak memory, syncs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from pytest_mmperf.counters import (
+from pytest_mmperf.counting.counters import (
     METRICS,
     CounterReport,
     count_bytes,
@@ -318,7 +318,7 @@ _CASE = textwrap.dedent(
 _CHILD = _CASE + textwrap.dedent(
     """
     import json, sys
-    from pytest_mmperf.counters import measure_counters
+    from pytest_mmperf.counting.counters import measure_counters
     torch.set_num_threads(1)
     print(json.dumps(measure_counters(fn, warmup=0).to_dict()))
     """

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mmperf.forkserver import ForkServer, ForkServerError, fork_available
+from pytest_mmperf.timing.forkserver import ForkServer, ForkServerError, fork_available
 
 pytestmark = pytest.mark.skipif(not fork_available(), reason="os.fork is not available here")
 
@@ -87,7 +87,7 @@ def test_children_put_the_requests_pythonpath_on_sys_path(server, tmp_path: Path
 
 
 def test_a_failing_server_falls_back_to_a_fresh_interpreter(tmp_path: Path) -> None:
-    from pytest_mmperf.isolation import run_pytest_command
+    from pytest_mmperf.timing.isolation import run_pytest_command
 
     (tmp_path / "test_here.py").write_text("def test_here():\n    pass\n")
     broken = ForkServer(str(tmp_path / "no-such-python"), tmp_path)

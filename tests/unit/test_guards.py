@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from pytest_mmperf import isolation
-from pytest_mmperf.guard_fixture import XDIST_SKIP_REASON, PytestGuard
+from pytest_mmperf.counting.opnames import sum_ops
+from pytest_mmperf.glue.guard_fixture import XDIST_SKIP_REASON, PytestGuard
 from pytest_mmperf.guards import (
     Guard,
     GuardFailure,
@@ -29,9 +29,9 @@ from pytest_mmperf.guards import (
     Instruments,
     MmperfInconclusiveWarning,
 )
-from pytest_mmperf.isolation import WorkerError, WorkerSpec
-from pytest_mmperf.measure import PairSamples
-from pytest_mmperf.opnames import sum_ops
+from pytest_mmperf.timing import isolation
+from pytest_mmperf.timing.isolation import WorkerError, WorkerSpec
+from pytest_mmperf.timing.measure import PairSamples
 from pytest_mmperf.units import parse_bytes
 
 Failed = GuardFailure  # an AssertionError, outside pytest as inside
@@ -427,7 +427,7 @@ def test_no_sync_skips_on_cpu_and_counts_on_cuda() -> None:
 
 
 def test_snapshot_uses_the_store_and_fails_on_change_or_missing_record(tmp_path: Path) -> None:
-    from pytest_mmperf.snapshots import SnapshotStore
+    from pytest_mmperf.counting.snapshots import SnapshotStore
 
     store = SnapshotStore(tmp_path / "snap.json")
     counters = fake_counters({"aten.mm.default": 12}, flops=7)
@@ -489,7 +489,8 @@ def test_run_worker_reads_samples_and_reports_failures(tmp_path: Path) -> None:
     samples = FakeTiming([0.5]).samples(0)
     data = json.dumps(samples.to_dict())
     writer = (
-        "import json, os; from pytest_mmperf.isolation import WorkerSpec, write_worker_output\n"
+        "import json, os\n"
+        "from pytest_mmperf.timing.isolation import WorkerSpec, write_worker_output\n"
         "s = WorkerSpec.from_env()\n"
         f"write_worker_output(s.output, {{'samples': json.loads({data!r})}})\n"
     )
@@ -500,8 +501,8 @@ def test_run_worker_reads_samples_and_reports_failures(tmp_path: Path) -> None:
     crash = [sys.executable, "-c", "import sys; print('collected 0 items'); sys.exit(4)"]
     with pytest.raises(WorkerError, match="(?s)worker 1 for t.py::x .*code 4.*collected 0 items"):
         isolation.run_worker(spec, crash, cwd=tmp_path)
-    error = "from pytest_mmperf.isolation import *; write_worker_output(WorkerSpec.from_env()" \
-            ".output, {'error': 'different path'})"
+    error = ("from pytest_mmperf.timing.isolation import *; "
+             "write_worker_output(WorkerSpec.from_env().output, {'error': 'different path'})")
     with pytest.raises(WorkerError, match="reported: different path"):
         isolation.run_worker(spec, [sys.executable, "-c", error], cwd=tmp_path)
     with pytest.raises(WorkerError, match="timed out after 1 s"):
@@ -565,7 +566,7 @@ def test_parent_hands_its_failed_calls_to_the_spawner() -> None:
 def test_message_names_page_faults_per_call_when_they_matter() -> None:
     """A candidate that faults thousands of pages per call gets a line saying so (the cause
     of many CPU slowdowns); a pair that faults little gets none."""
-    from pytest_mmperf import ratio
+    from pytest_mmperf.timing import ratio
 
     question = ratio.RatioQuestion("not_slower", 0.10, 0.95, 0.03)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_mmperf.headline import family_answers, headline_lines
+from pytest_mmperf.report.headline import family_answers, headline_lines
 
 FIGURES: list[dict[str, Any]] = [
     {"kind": "family", "family": "pre", "title": "Preprocessing", "baseline": "naive", "rows": [

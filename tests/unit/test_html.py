@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from pytest_mmperf.charts import _log_ticks
-from pytest_mmperf.html import format_value, render_html, write_html
-from pytest_mmperf.report import build_report
-from pytest_mmperf.summary import terminal_family_lines
+from pytest_mmperf.report.charts import _log_ticks
+from pytest_mmperf.report.html import format_value, render_html, write_html
+from pytest_mmperf.report.json_report import build_report
+from pytest_mmperf.report.terminal import terminal_family_lines
 from pytest_mmperf.units import format_bytes, format_number, format_seconds
 
 EVIL = '<script>alert("x")</script>&'
@@ -285,7 +285,7 @@ def test_write_html_atomic_file(tmp_path: Path) -> None:
 
 
 def test_html_module_does_not_import_torch() -> None:
-    code = "import sys, pytest_mmperf.html; print('torch' in sys.modules)"
+    code = "import sys, pytest_mmperf.report.html; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

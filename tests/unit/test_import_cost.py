@@ -4,6 +4,7 @@ is installed) must not import torch, torchvision or PIL; the public names load l
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -25,8 +26,8 @@ def _heavy_after(code: str) -> list[str]:
 
 
 def test_importing_the_plugin_and_package_imports_no_torch() -> None:
-    code = ("import pytest_mmperf.plugin, pytest_mmperf, pytest_mmperf.config, "
-            "pytest_mmperf.devices, pytest_mmperf.hookspecs")
+    code = ("import pytest_mmperf.plugin, pytest_mmperf, pytest_mmperf.glue.options, "
+            "pytest_mmperf.devices, pytest_mmperf.glue.hookspecs")
     assert _heavy_after(code) == []
 
 
@@ -65,3 +66,53 @@ def test_version_matches_pyproject() -> None:
     text = (Path(__file__).parents[2] / "pyproject.toml").read_text(encoding="utf-8")
     version = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
     assert version is not None and pytest_mmperf.__version__ == version[1]
+
+
+# Which parts of the package may import what at import time: only the pytest glue imports pytest
+# (the timing core, counting, data and report serve asv and plain Python too); only counting and
+# the synthetic data import torch or PIL, and they are loaded only when a test counts or
+# generates data. The glue, the timing core and the report load torch inside functions.
+PYTEST_ALLOWED = ("pytest_mmperf.plugin", "pytest_mmperf.glue.")
+TORCH_ALLOWED = ("pytest_mmperf.counting.", "pytest_mmperf.data.")
+_PROBE = r"""
+import json, os, sys
+results = {}
+for name in sys.argv[1:]:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a clean child per module: nothing imported but what this module imports
+        os.close(read)
+        __import__(name)
+        loaded = [m for m in ("pytest", "torch", "torchvision", "PIL") if m in sys.modules]
+        os.write(write, json.dumps(loaded).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as handle:
+        results[name] = json.loads(handle.read() or '["<import failed>"]')
+    os.waitpid(pid, 0)
+print(json.dumps(results))
+"""
+
+
+def _package_modules() -> list[str]:
+    root = Path(pytest_mmperf.__file__).parent
+    return sorted("pytest_mmperf." + ".".join(p.relative_to(root).with_suffix("").parts)
+                  .removesuffix(".__init__").rstrip(".") for p in root.rglob("*.py"))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the probe forks a clean child per module")
+def test_only_the_pytest_glue_imports_pytest_and_nothing_imports_torch() -> None:
+    modules = _package_modules()
+    assert "pytest_mmperf.timing.ratio" in modules and "pytest_mmperf.glue.options" in modules
+    out = subprocess.run([sys.executable, "-c", _PROBE, *modules], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    loaded = json.loads(out.strip().splitlines()[-1])
+    assert set(loaded) == set(modules)
+    heavy = {name: mods for name, mods in loaded.items() if set(mods) - {"pytest"}}
+    outside_torch = {n: m for n, m in heavy.items() if not n.startswith(TORCH_ALLOWED)}
+    assert outside_torch == {}, f"modules importing torch/torchvision/PIL: {outside_torch}"
+    assert "pytest_mmperf.data.synthetic" in heavy  # the probe does see torch imports
+    uses_pytest = sorted(name for name, mods in loaded.items() if "pytest" in mods)
+    outside = [n for n in uses_pytest if not n.startswith(PYTEST_ALLOWED)]
+    assert outside == [], f"modules outside the pytest glue that import pytest: {outside}"
+    assert "pytest_mmperf.glue.options" in uses_pytest  # the probe does see pytest imports

@@ -16,8 +16,14 @@ import time
 import pytest
 import torch
 
-from pytest_mmperf import measure
-from pytest_mmperf.measure import BlockTimer, PairSamples, calibrate_number, time_one, time_pair
+from pytest_mmperf.timing import measure
+from pytest_mmperf.timing.measure import (
+    BlockTimer,
+    PairSamples,
+    calibrate_number,
+    time_one,
+    time_pair,
+)
 
 
 class FakeClock:

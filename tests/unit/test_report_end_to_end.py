@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pytest_mmperf.html import format_value
+from pytest_mmperf.report.html import format_value
 
 ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = {"preprocessing", "disk pipeline", "attention (CLIP)", "attention (long sequence)",

@@ -1,4 +1,5 @@
-"""Tests of pytest_mmperf.snapshots: compare, diff, update, atomic save, malformed files."""
+"""Tests of pytest_mmperf.counting.snapshots: compare, diff, update, atomic save, malformed
+files."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mmperf.snapshots import SnapshotStore, format_snapshot
+from pytest_mmperf.counting.snapshots import SnapshotStore, format_snapshot
 
 RECORDED = {"flops": 1000, "peak_memory_bytes": 4096, "total_ops": 10}
 
@@ -198,7 +199,7 @@ def test_check_rejects_bad_input(tmp_path: Path, name: str, values: dict, match:
 
 
 def test_module_does_not_import_torch() -> None:
-    code = "import sys, pytest_mmperf.snapshots; print('torch' in sys.modules)"
+    code = "import sys, pytest_mmperf.counting.snapshots; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.profiler import record_function
 
-from pytest_mmperf.stages import (
+from pytest_mmperf.report.stages import (
     OTHER_STAGE,
     WAIT_STAGE,
     StageBreakdown,
@@ -278,7 +278,7 @@ def test_breakdown_agrees_with_direct_timing_of_a_torch_call() -> None:
 # --- the labels-only profile (the CPU path) -----------------------------------------------------
 def test_cpu_breakdowns_record_only_the_labels() -> None:
     """On this torch the CPU breakdown records record_function ranges and no aten op."""
-    from pytest_mmperf.stages import labels_only_profiler
+    from pytest_mmperf.report.stages import labels_only_profiler
 
     profiler = labels_only_profiler()
     assert profiler is not None, "the labels-only profile is unavailable on this torch"
@@ -316,7 +316,7 @@ def test_many_small_ops_are_not_inflated_by_the_profiler() -> None:
 
 def test_full_profiler_fallback_gives_the_same_stages(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the labels-only profile is unavailable, the full profiler finds the same stages."""
-    import pytest_mmperf.stages as stages
+    import pytest_mmperf.report.stages as stages
 
     monkeypatch.setattr(stages, "labels_only_profiler", lambda: None)
     fn = Labelled()

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from pytest_mmperf import stats
-from pytest_mmperf.stats import Decision
+from pytest_mmperf.timing import stats
+from pytest_mmperf.timing.stats import Decision
 
 
 @pytest.mark.parametrize(

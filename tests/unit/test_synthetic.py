@@ -1,4 +1,4 @@
-"""Unit tests of pytest_mmperf.synthetic: specs, images, captions, tokens, features, JPEGs."""
+"""Unit tests of pytest_mmperf.data.synthetic: specs, images, captions, tokens, features, JPEGs."""
 
 from __future__ import annotations
 
@@ -18,9 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pytest_mmperf import synthetic
-from pytest_mmperf._text import make_caption
-from pytest_mmperf.synthetic import (
+from pytest_mmperf.data import synthetic
+from pytest_mmperf.data.synthetic import (
     IMAGE_FORMATS,
     SCALES,
     BatchSpec,
@@ -34,6 +33,7 @@ from pytest_mmperf.synthetic import (
     make_features,
     write_jpeg_dataset,
 )
+from pytest_mmperf.data.text import make_caption
 
 # Small images keep the whole module fast on 2 shared cores.
 SMALL = BatchSpec(batch_size=3, min_side=32, max_side=96)
@@ -308,7 +308,7 @@ def test_make_batch_rejects_bad_arguments() -> None:
 # --- determinism ------------------------------------------------------------------------------
 _DIGEST = """
 import hashlib
-from pytest_mmperf.synthetic import BatchSpec, FeatureSpec, make_batch, make_features
+from pytest_mmperf.data.synthetic import BatchSpec, FeatureSpec, make_batch, make_features
 
 def digest(seed):
     h = hashlib.sha256()

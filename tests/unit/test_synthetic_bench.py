@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from pytest_mmperf.synthetic import (
+from pytest_mmperf.data.synthetic import (
     default_batch_spec,
     default_feature_spec,
     make_batch,

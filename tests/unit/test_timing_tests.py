@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from pytest_mmperf.timing_tests import TimingDetector
+from pytest_mmperf.glue.timing_marker import TimingDetector
 
 SOURCE = '''
 import helpers_mod

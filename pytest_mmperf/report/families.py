@@ -5,16 +5,17 @@ supplies the pair sampler, which pools worker processes under ``pytest --benchma
 
 1. each non-baseline implementation is timed interleaved with the baseline
    (:meth:`pytest_mmperf.guards.Guard.sample_pair`, the timing guards' machinery); its speedup
-   and interval pool the processes' log ratios (:func:`pytest_mmperf.stats.pool_log_ratios`),
+   and interval pool the processes' log ratios (:func:`pytest_mmperf.timing.stats.pool_log_ratios`),
    its median and quartiles pool their per-call times; the baseline's row pools the baseline
    times of every pair;
 2. throughput is ``items / median_s`` in ``<unit>/s``; with ``flops`` / ``bytes`` (a number, or
    one per implementation) the achieved GFLOP/s or GB/s is set against the machine's calibrated
-   peak (:mod:`pytest_mmperf.calibrate`: a dense matmul of ``dtype``, a memory copy), reconciled
+   peak (:mod:`pytest_mmperf.report.calibrate`: a dense matmul of ``dtype``, a memory copy),
+   reconciled
    so that no fraction exceeds 1;
-3. optionally peak tensor memory of one call (:mod:`pytest_mmperf.counters`) and the stage
+3. optionally peak tensor memory of one call (:mod:`pytest_mmperf.counting.counters`) and the stage
    breakdown from the implementation's own ``mmperf::<stage>`` labels
-   (:mod:`pytest_mmperf.stages`).
+   (:mod:`pytest_mmperf.report.stages`).
 
 Callables are zero-argument and run as given (no ``inference_mode``: a training step must run
 with autograd); results are discarded.
@@ -28,9 +29,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_mmperf import stats
-from pytest_mmperf.figures import Breakdown, Efficiency, Family, FamilyRow, Scaling
-from pytest_mmperf.measure import PairSamples
+from pytest_mmperf.report.figures import Breakdown, Efficiency, Family, FamilyRow, Scaling
+from pytest_mmperf.timing import stats
+from pytest_mmperf.timing.measure import PairSamples
 
 # sampler(candidate, baseline, label) -> samples of each pooled process
 PairSampler = Callable[[Callable[[], object], Callable[[], object], str], list[PairSamples]]
@@ -159,7 +160,7 @@ def measure_family(name: str, implementations: Mapping[str, Callable[[], object]
     efficiencies, peaks = _efficiency(name, rows, flops_of, bytes_of, dtype_of, device, plan,
                                       nodeid)
     if memory:
-        from pytest_mmperf.counters import measure_counters
+        from pytest_mmperf.counting.counters import measure_counters
 
         for impl, row in rows.items():
             row.peak_memory_bytes = measure_counters(impls[impl], device,
@@ -167,7 +168,7 @@ def measure_family(name: str, implementations: Mapping[str, Callable[[], object]
                                                      warmup=1).peak_memory_bytes
     breakdowns: list[Breakdown] = []
     if breakdown:
-        from pytest_mmperf.stages import stage_breakdown
+        from pytest_mmperf.report.stages import stage_breakdown
 
         for impl in names:
             figure = stage_breakdown(impls[impl], repeats=plan.breakdown_repeats,
@@ -199,7 +200,7 @@ def _efficiency(name: str, rows: dict[str, FamilyRow], flops_of: dict[str, float
     by the matmul dtype (``"float32"``, ``"bfloat16"``) or ``"memcpy"``."""
     if plan.calibration_s <= 0:
         return [], {}
-    from pytest_mmperf.calibrate import matmul_peak, memcpy_peak, reconcile_peak
+    from pytest_mmperf.report.calibrate import matmul_peak, memcpy_peak, reconcile_peak
 
     rates: dict[str, tuple[str, float]] = {}  # implementation -> (peak key, rate)
     for impl, row in rows.items():
@@ -231,7 +232,7 @@ def measure_scaling(name: str, fns: Mapping[str, Callable[[Any], Callable[[], ob
                     time_budget_s: float, min_blocks: int, nodeid: str = "") -> list[Scaling]:
     """Time (median per call) and/or peak tensor memory of ``fns[impl](size)()`` at each size,
     with the fitted log-log slope, one :class:`Scaling` per implementation and metric."""
-    from pytest_mmperf.measure import time_one
+    from pytest_mmperf.timing.measure import time_one
 
     records: list[Scaling] = []
     for impl, fn_of_size in fns.items():
@@ -247,7 +248,7 @@ def measure_scaling(name: str, fns: Mapping[str, Callable[[Any], Callable[[], ob
                     fn, device, budget_s=time_budget_s / len(sizes), min_blocks=min_blocks,
                     warmup_s=0.02, inference_mode=False).median_s)
             if "memory" in values:
-                from pytest_mmperf.counters import measure_counters
+                from pytest_mmperf.counting.counters import measure_counters
 
                 report = measure_counters(fn, device, metrics=("peak_memory",), warmup=1)
                 values["memory"].append(float(report.peak_memory_bytes or 0))

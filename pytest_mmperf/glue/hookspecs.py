@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:  # only for annotations: importing synthetic imports torch
-    from pytest_mmperf.synthetic import BatchSpec
+    from pytest_mmperf.data.synthetic import BatchSpec
 
 
 @pytest.hookspec(firstresult=True)
@@ -38,7 +38,7 @@ def pytest_mmperf_default_device(config: pytest.Config) -> Any:
 
 @pytest.hookspec
 def pytest_mmperf_modify_batch_spec(config: pytest.Config, spec: BatchSpec) -> BatchSpec | None:
-    """Adjust the :class:`~pytest_mmperf.synthetic.BatchSpec` behind ``mmperf_batch``.
+    """Adjust the :class:`~pytest_mmperf.data.synthetic.BatchSpec` behind ``mmperf_batch``.
 
     Receives the active scale's default spec (``spec`` is frozen; return ``spec.replace(...)``)
     or None to keep it. Implementations are chained: each gets the spec the previous one

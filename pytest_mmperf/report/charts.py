@@ -1,6 +1,7 @@
 """SVG charts of the HTML report: speedup bars, stacked stage bars, log-log scaling, claims.
 
-Each chart function takes figure records (see :mod:`pytest_mmperf.html`) and returns one inline
+Each chart function takes figure records (see :mod:`pytest_mmperf.report.html`) and returns one
+inline
 ``<svg>`` string: no scripts, no external resources. Every bar carries its number as text and
 stages are told apart by hatch patterns as well as colours, so charts read in greyscale too.
 This module imports neither torch nor pytest.

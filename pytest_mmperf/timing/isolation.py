@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mmperf.files import write_atomic
-from pytest_mmperf.forkserver import ForkServer, ForkServerError
-from pytest_mmperf.measure import PairSamples
+from pytest_mmperf.timing.forkserver import ForkServer, ForkServerError
+from pytest_mmperf.timing.measure import PairSamples
 
 WORKER_ENV = "PYTEST_MMPERF_WORKER"
 # Output longer than this is cut to its tail in failure messages.
@@ -285,7 +285,8 @@ def pytest_spawner(config: Any, nodeid: str,
     ``config`` is the parent's ``pytest.Config`` (only its public attributes are read, so this
     module still does not import pytest). ``failed_calls()``: the indices of the test's earlier
     guard calls that failed, handed to the worker (:attr:`WorkerSpec.failed`).
-    ``fork_server()``: the session's :class:`~pytest_mmperf.forkserver.ForkServer` (None: start
+    ``fork_server()``: the session's :class:`~pytest_mmperf.timing.forkserver.ForkServer` (None:
+    start
     fresh interpreters); once it fails, the rest of the session starts fresh interpreters.
     """
     rootdir = config.rootpath

@@ -3,7 +3,7 @@
 Everything here works on the logarithm of a time ratio, where "2x faster" and "2x slower" are
 symmetric and the per-round ratios of interleaved blocks are close to normally distributed.
 
-Within one process (round ``i`` of :class:`~pytest_mmperf.measure.PairSamples`)::
+Within one process (round ``i`` of :class:`~pytest_mmperf.timing.measure.PairSamples`)::
 
     r_i = log(t_candidate_i / t_baseline_i)
 

@@ -71,7 +71,7 @@ from torch.utils.flop_counter import (
 )
 
 from pytest_mmperf.constants import COUNTER_METRICS
-from pytest_mmperf.opnames import sum_ops
+from pytest_mmperf.counting.opnames import sum_ops
 
 METRICS = COUNTER_METRICS
 # Field names are accepted too, so `metrics=("peak_memory_bytes",)` works as well.

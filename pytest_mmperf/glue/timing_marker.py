@@ -12,7 +12,7 @@ a call of a timing guard or report measurement:
 
 Calls the analysis cannot follow (a guard passed around as a value and called from a library,
 code built at run time) are caught at run time instead: the guard fails the test with a message
-naming the marker to add (:mod:`pytest_mmperf.guard_fixture`). Torch-free, pytest-free.
+naming the marker to add (:mod:`pytest_mmperf.glue.guard_fixture`). Torch-free, pytest-free.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """A fork server for timing-guard workers: import pytest and torch once, fork a child per worker.
 
-A worker re-runs one test item in a fresh process (:mod:`pytest_mmperf.isolation`). Started as a
+A worker re-runs one test item in a fresh process (:mod:`pytest_mmperf.timing.isolation`). Started
+as a
 new interpreter, it spends seconds before measuring anything: the interpreter, ``import torch``
 and the plugin (docs/measurements.md#worker-start-up). The server is a process started once per
 pytest session that has imported pytest, torch and the plugin and *nothing else*: no torch op
@@ -28,8 +29,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-PRELOAD = ("pytest", "torch", "pytest_mmperf.plugin", "pytest_mmperf.guard_fixture",
-           "pytest_mmperf.counters", "pytest_mmperf.measure")
+PRELOAD = ("pytest", "torch", "pytest_mmperf.plugin", "pytest_mmperf.glue.guard_fixture",
+           "pytest_mmperf.counting.counters", "pytest_mmperf.timing.measure")
 # Imported too when the session that starts the server has imported them (its tests will
 # again): importing torchvision alone takes ~2.8 s (it imports torch._dynamo) and starts no
 # thread, so every worker would otherwise pay it again; a session without it pays nothing.
@@ -98,8 +99,8 @@ class ForkServer:
         self._ready = False
         try:
             self._proc = subprocess.Popen(
-                [self.python, "-c", "import sys; from pytest_mmperf.forkserver import serve; "
-                 "serve(preload=sys.argv[1:])", *self._preload_now()],
+                [self.python, "-c", "import sys; from pytest_mmperf.timing.forkserver import "
+                 "serve; serve(preload=sys.argv[1:])", *self._preload_now()],
                 cwd=self.cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL, text=True, bufsize=1)
         except OSError as exc:

@@ -2,7 +2,7 @@
 
 ``family`` (implementations against a baseline), ``scaling`` (a metric against size) and
 ``claim`` (a claimed range against what was measured) return typed records
-(:mod:`pytest_mmperf.figures`) and add them to the run's report (terminal summary,
+(:mod:`pytest_mmperf.report.figures`) and add them to the run's report (terminal summary,
 ``--mmperf-json``, ``--mmperf-html``). Under plain ``pytest`` they measure at smoke cost (a few
 rounds, one process) so that report code runs in every CI run; under ``pytest --benchmark`` at
 the performance run's budget, with the family's pairs pooled over fresh worker processes like
@@ -19,16 +19,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from pytest_mmperf.families import (
+from pytest_mmperf.guards import Guard, GuardResult
+from pytest_mmperf.report.families import (
     BENCHMARK_PLAN,
     SMOKE_PLAN,
     FamilyPlan,
     measure_family,
     measure_scaling,
 )
-from pytest_mmperf.figures import Breakdown, Claim, Family, FamilyRow, Scaling, claim_verdict
-from pytest_mmperf.guards import Guard, GuardResult
-from pytest_mmperf.measure import PairSamples
+from pytest_mmperf.report.figures import Breakdown, Claim, Family, FamilyRow, Scaling, claim_verdict
+from pytest_mmperf.timing.measure import PairSamples
 
 SCALING_REPORT_METRICS = ("time", "memory")
 # A value the claim can read: a float, a family row, a guard result, or (value, (low, high)).
@@ -77,7 +77,7 @@ class MmperfReport:
                note: str | None = None, before: Sequence[str] = (),
                budget_s: float | None = None, processes: int | None = None) -> Family:
         """Measure ``implementations`` (name -> zero-argument callable) against ``baseline``
-        and record the family (see :mod:`pytest_mmperf.families`).
+        and record the family (see :mod:`pytest_mmperf.report.families`).
 
         items/unit: work items per call and their name, for throughput in ``<unit>/s``;
         flops/bytes: per call (one number or one per implementation), for GFLOP/s or GB/s and
@@ -87,7 +87,7 @@ class MmperfReport:
         tensor memory of one call; before: implementations kept as "before" versions (never
         flagged below roofline as optimised code); budget_s/processes: per pair, overriding the
         run's plan.
-        Returns the :class:`~pytest_mmperf.figures.Family` written to the report.
+        Returns the :class:`~pytest_mmperf.report.figures.Family` written to the report.
         """
         plan = self._plan_with(budget_s, processes)
         dev = str(device) if device is not None else self._device
@@ -139,7 +139,7 @@ class MmperfReport:
 
         ``fn_of_size(size)`` (or ``fn_of_size(implementation, size)`` with
         ``implementations``) builds the inputs of one size and returns the zero-argument
-        callable to measure. Returns one :class:`~pytest_mmperf.figures.Scaling` (with its
+        callable to measure. Returns one :class:`~pytest_mmperf.report.figures.Scaling` (with its
         log-log ``slope``) per implementation and metric.
         """
         bad = [m for m in metrics if m not in SCALING_REPORT_METRICS]
@@ -199,8 +199,9 @@ class MmperfReport:
     def breakdown(self, fn: Callable[[], Any], *, family: str, implementation: str,
                   device: str = "cpu", repeats: int = 3) -> Breakdown:
         """Profile ``fn`` and record where its time goes, by ``torch.profiler.record_function``
-        labels starting with ``mmperf::`` (see :func:`pytest_mmperf.stages.stage_breakdown`)."""
-        from pytest_mmperf.stages import stage_breakdown
+        labels starting with ``mmperf::``
+        (see :func:`pytest_mmperf.report.stages.stage_breakdown`)."""
+        from pytest_mmperf.report.stages import stage_breakdown
 
         figure = stage_breakdown(fn, repeats=repeats, device=device).to_figure(family,
                                                                                implementation)

@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_mmperf.constants import OTHER_STAGE
-from pytest_mmperf.stats import quartiles
+from pytest_mmperf.timing.stats import quartiles
 
 WAIT_STAGE = "wait for workers"
 # Ranges recorded by PyTorch itself that deserve a stage of their own (range name -> stage name).
@@ -109,7 +109,8 @@ class StageBreakdown:
         return {k: v / self.total_s for k, v in self.stages.items()}
 
     def to_figure(self, family: str, implementation: str) -> dict[str, Any]:
-        """The report's ``{"kind": "breakdown", ...}`` record (see :mod:`pytest_mmperf.html`)."""
+        """The report's ``{"kind": "breakdown", ...}`` record (see
+        :mod:`pytest_mmperf.report.html`)."""
         record: dict[str, Any] = {
             "kind": "breakdown",
             "family": family,
@@ -169,7 +170,7 @@ def stage_breakdown(
     from torch.profiler import ProfilerActivity, profile, record_function
 
     # The CUDA build prints noise lines on fd 2 when a profiler starts/stops without a GPU.
-    from pytest_mmperf.counters import quiet_native_stderr
+    from pytest_mmperf.counting.counters import quiet_native_stderr
 
     dev = torch.device(device)
     cuda = dev.type == "cuda"
@@ -234,7 +235,7 @@ def labels_only_profiler() -> Callable[[], Any] | None:
             _enable_profiler(self.config(create_trace_id=False), self.kineto_activities,
                              {RecordScope.USER_SCOPE})  # type: ignore[call-arg]
 
-    from pytest_mmperf.counters import quiet_native_stderr
+    from pytest_mmperf.counting.counters import quiet_native_stderr
 
     try:  # the probe: a label around an op must come back alone
         with quiet_native_stderr():

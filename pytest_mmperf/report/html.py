@@ -1,6 +1,7 @@
 """The run's report as one self-contained HTML file (inline CSS and SVG, no scripts, no URLs).
 
-:func:`render_html` reads the JSON structure of :mod:`pytest_mmperf.report` (so a saved JSON can
+:func:`render_html` reads the JSON structure of :mod:`pytest_mmperf.report.json_report` (so a saved
+JSON can
 be rendered again) and never imports torch. Sections: the machine and settings, claims (verdict
 boxes), one section per family (table and speedup bars; stacked stage bars; efficiency; log-log
 scaling plots), the guard table, the pytest-benchmark table, and any other figure records as plain
@@ -17,7 +18,7 @@ tables. Figure records understood (``report["figures"]``):
 Any other kind, and a known kind whose record is malformed, is shown as a generic table. Numbers
 use units.format_number (``*_s`` keys: units.format_seconds, ``*_bytes`` keys:
 units.format_bytes); each cell's ``title`` holds the exact JSON value. The SVG charts
-come from :mod:`pytest_mmperf.charts`.
+come from :mod:`pytest_mmperf.report.charts`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_mmperf.charts import (
+from pytest_mmperf.files import write_text_atomic
+from pytest_mmperf.report.charts import (
     Fills,
     breakdown_chart,
     claim_chart,
@@ -37,8 +39,7 @@ from pytest_mmperf.charts import (
     speedup_chart,
     stage_union,
 )
-from pytest_mmperf.files import write_text_atomic
-from pytest_mmperf.headline import family_answers, family_roofline_flags
+from pytest_mmperf.report.headline import family_answers, family_roofline_flags
 from pytest_mmperf.units import format_bytes, format_number, format_seconds
 
 KNOWN_KINDS = ("family", "breakdown", "scaling", "efficiency", "claim")

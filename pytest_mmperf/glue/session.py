@@ -8,41 +8,24 @@ asked for a report file (then torch is loaded already, or needed for the machine
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
-from pytest_mmperf import config as cfg
-from pytest_mmperf import report
-from pytest_mmperf.guard_fixture import RESULTS_KEY, SNAPSHOT_STORE_KEY
-
-if TYPE_CHECKING:
-    from pytest_mmperf.report_fixture import MmperfReport
-
-FIGURES_KEY = pytest.StashKey[list[dict[str, Any]]]()
-
-
-@pytest.fixture
-def mmperf_report(request: pytest.FixtureRequest) -> MmperfReport:
-    """Measure and record figures for the run's report: ``family``, ``scaling``, ``claim``,
-    ``breakdown`` (see :mod:`pytest_mmperf.report_fixture`)."""
-    from pytest_mmperf.guard_fixture import guard_for_request
-    from pytest_mmperf.report_fixture import MmperfReport
-
-    figures = request.config.stash.setdefault(FIGURES_KEY, [])
-    guard = guard_for_request(request)
-    return MmperfReport(figures, request.node.nodeid, guard,
-                        benchmark=cfg.get_settings(request.config).benchmark,
-                        device=guard.device)
+from pytest_mmperf.glue import options as cfg
+from pytest_mmperf.glue.guard_fixture import RESULTS_KEY, SNAPSHOT_STORE_KEY
+from pytest_mmperf.glue.report_fixture import FIGURES_KEY
+from pytest_mmperf.report import json_report
+from pytest_mmperf.report.guard_table import format_guard_table
 
 
 def _benchmark_rows(config: pytest.Config) -> list[dict[str, Any]]:
     session = getattr(config, "_benchmarksession", None)
-    return report.benchmark_rows(getattr(session, "benchmarks", []) or [])
+    return json_report.benchmark_rows(getattr(session, "benchmarks", []) or [])
 
 
 def build_session_report(config: pytest.Config, *, with_machine: bool) -> dict[str, Any]:
-    """The run's report (see :mod:`pytest_mmperf.report` for the layout)."""
+    """The run's report (see :mod:`pytest_mmperf.report.json_report` for the layout)."""
     guards = [r.to_dict() for r in config.stash.get(RESULTS_KEY, [])]
     machine: Mapping[str, Any] = {}
     if with_machine:
@@ -50,7 +33,7 @@ def build_session_report(config: pytest.Config, *, with_machine: bool) -> dict[s
 
         machine = machine_info()
     settings = config.stash.get(cfg.SETTINGS_KEY, None)
-    return report.build_report(
+    return json_report.build_report(
         guards=guards,
         benchmarks=_benchmark_rows(config),
         figures=config.stash.get(FIGURES_KEY, []),  # type: ignore[arg-type]
@@ -73,9 +56,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     data = build_session_report(config, with_machine=True)
     config.stash[_WRITTEN_KEY] = []
     if settings.json:
-        config.stash[_WRITTEN_KEY].append(str(report.write_json(settings.json, data)))
+        config.stash[_WRITTEN_KEY].append(str(json_report.write_json(settings.json, data)))
     if settings.html:
-        from pytest_mmperf.html import write_html
+        from pytest_mmperf.report.html import write_html
 
         config.stash[_WRITTEN_KEY].append(str(write_html(settings.html, data)))
 
@@ -88,14 +71,14 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     figures = config.stash.get(FIGURES_KEY, [])
     if results:
         terminalreporter.write_sep("=", "mmperf guards")
-        for line in report.format_guard_table([r.to_dict() for r in results]):
+        for line in format_guard_table([r.to_dict() for r in results]):
             terminalreporter.write_line(line)
         if any(r.decided_by == "estimate" for r in results):
             terminalreporter.write_line(
                 "~ : interval straddled the threshold; the point estimate decided "
                 "(raise --mmperf-budget/--mmperf-processes or run pytest --benchmark)")
     if figures:
-        from pytest_mmperf.summary import terminal_family_lines
+        from pytest_mmperf.report.terminal import terminal_family_lines
 
         data = build_session_report(config, with_machine=False)
         terminalreporter.write_sep("=", "mmperf report")

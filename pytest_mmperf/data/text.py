@@ -1,4 +1,4 @@
-"""Synthetic captions and an offline tokenizer (private helper of :mod:`pytest_mmperf.synthetic`).
+"""Synthetic captions and an offline tokenizer (helper of :mod:`pytest_mmperf.data.synthetic`).
 
 Captions read like short image descriptions ("A small red dog sitting on a wooden bench near
 the old tree.") so their word and token counts behave like COCO / web alt text; the built-in

@@ -1,4 +1,4 @@
-"""Photograph-like synthetic images (private helper of :mod:`pytest_mmperf.synthetic`).
+"""Photograph-like synthetic images (private helper of :mod:`pytest_mmperf.data.synthetic`).
 
 A codec-realistic image needs what photographs have and white noise lacks: large smooth regions
 (sky, walls), low-frequency colour and illumination changes, objects with hard edges, regions of

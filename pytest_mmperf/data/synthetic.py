@@ -6,7 +6,8 @@ pixels, captions, token ids and feature tensors in any process, because every dr
 ``hash()``). Image ``i`` is drawn from its own generator seeded with (seed, i), so it is the same
 whatever the batch size, and a JPEG dataset of N images starts with the images of any smaller one.
 
-Images look like photographs to a codec (see :mod:`pytest_mmperf._images`): smooth colour fields,
+Images look like photographs to a codec (see :mod:`pytest_mmperf.data.images`): smooth colour
+fields,
 filled shapes with edges, natural-spectrum texture and mild noise. Measured with Pillow's default
 JPEG settings (4:2:0 chroma subsampling) at quality 90 over 40 default-spec images (256-1024 px):
 0.33 bytes/pixel (seeds 0-4; per image 0.29-0.46). For comparison, measured on the same machine:
@@ -37,9 +38,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pytest_mmperf._images import render_image, sample_size
-from pytest_mmperf._text import SimpleTokenizer, make_caption, normalise_tokenizer_output
 from pytest_mmperf.constants import SCALES
+from pytest_mmperf.data.images import render_image, sample_size
+from pytest_mmperf.data.text import SimpleTokenizer, make_caption, normalise_tokenizer_output
 from pytest_mmperf.files import write_atomic
 
 __all__ = [

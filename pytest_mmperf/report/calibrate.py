@@ -47,7 +47,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from pytest_mmperf.stats import quartiles
+from pytest_mmperf.timing.stats import quartiles
 
 if TYPE_CHECKING:
     import torch

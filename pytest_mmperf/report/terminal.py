@@ -1,6 +1,7 @@
 """Text tables of the report's figure records for the terminal summary (at most ``width`` columns).
 
-The same records as the HTML report (:mod:`pytest_mmperf.html`): claims first, then per family
+The same records as the HTML report (:mod:`pytest_mmperf.report.html`): claims first, then per
+family
 the implementation table, the stage breakdown (percent of each implementation's time) and the
 efficiency figures. Scaling records are summarised by their fitted slope. No torch, no pytest.
 """
@@ -11,8 +12,8 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_mmperf.headline import headline_lines
-from pytest_mmperf.report import TABLE_WIDTH
+from pytest_mmperf.report.guard_table import TABLE_WIDTH
+from pytest_mmperf.report.headline import headline_lines
 from pytest_mmperf.units import format_bytes, format_number, format_seconds
 
 KNOWN_KINDS = ("family", "breakdown", "scaling", "efficiency", "claim")

@@ -2,8 +2,8 @@
 
 A ratio question is "is the candidate at least R times faster" (``faster``) or "is it at most
 ``1 + t`` times slower" (``not_slower``). Each process times candidate and baseline interleaved
-(:func:`pytest_mmperf.measure.time_pair`); the processes' log ratios are pooled with a
-random-effects model (:mod:`pytest_mmperf.stats`). The parent measures first, then adds fresh
+(:func:`pytest_mmperf.timing.measure.time_pair`); the processes' log ratios are pooled with a
+random-effects model (:mod:`pytest_mmperf.timing.stats`). The parent measures first, then adds fresh
 worker processes one at a time, up to ``processes``, and stops as soon as the pooled interval is
 clear of the threshold (more rounds of one process cannot beat the between-process spread:
 ``docs/measurements.md``).
@@ -29,8 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_mmperf import stats
-from pytest_mmperf.measure import PairSamples
+from pytest_mmperf.timing import stats
+from pytest_mmperf.timing.measure import PairSamples
 from pytest_mmperf.units import format_seconds
 
 # Processes pooled at least before a clear decision stops sampling (the guards' default
@@ -100,7 +100,7 @@ def add_processes(first: PairSamples, spawn: Spawn | None, *, max_processes: int
     """``first`` (the parent's samples) plus fresh processes from ``spawn`` (process ``k`` gets
     seed ``seed + k``), added one at a time up to ``max_processes`` until ``enough(processes)``.
 
-    A :class:`pytest_mmperf.isolation.WorkerError` from ``spawn`` propagates.
+    A :class:`pytest_mmperf.timing.isolation.WorkerError` from ``spawn`` propagates.
     """
     processes = [first]
     limit = max_processes if spawn is not None else 1

@@ -5,13 +5,14 @@ adds what only a pytest run has:
 
 * settings from ``--mmperf-*`` / ini / env, results recorded for the session's report;
 * worker hand-off: a timing guard pools fresh processes that re-run the same test item
-  (:mod:`pytest_mmperf.isolation`); in such a worker, guard calls before the one being measured
+  (:mod:`pytest_mmperf.timing.isolation`); in such a worker, guard calls before the one being
+  measured
   return placeholders, the measured one writes its samples and ends the test with a skip;
 * skips: under pytest-xdist timing guards skip (parallel workers distort timing), ``no_sync`` off
   CUDA and the inconclusive policy ``skip`` use ``pytest.skip``;
 * the timing marker: a timing guard in a test without ``mmperf_timing`` fails at once, naming the
   marker to add (collection marks the tests it can see calling timing guards:
-  :mod:`pytest_mmperf.timing_tests`), so ``-m "not mmperf_timing"`` and ``pytest --benchmark``
+  :mod:`pytest_mmperf.glue.timing_marker`), so ``-m "not mmperf_timing"`` and ``pytest --benchmark``
   select what they promise.
 """
 
@@ -24,12 +25,12 @@ from typing import Any, NoReturn
 
 import pytest
 
-from pytest_mmperf.config import get_settings
 from pytest_mmperf.constants import DEFAULT_SNAPSHOTS
-from pytest_mmperf.forkserver import ForkServer, fork_available
+from pytest_mmperf.glue.options import get_settings
 from pytest_mmperf.guards import Guard, GuardResult, GuardSettings, Instruments, Spawner
-from pytest_mmperf.isolation import WorkerSpec, pytest_spawner, write_worker_output
-from pytest_mmperf.measure import PairSamples
+from pytest_mmperf.timing.forkserver import ForkServer, fork_available
+from pytest_mmperf.timing.isolation import WorkerSpec, pytest_spawner, write_worker_output
+from pytest_mmperf.timing.measure import PairSamples
 
 XDIST_SKIP_REASON = "timing guards are skipped under pytest-xdist: parallel workers distort timing"
 RESULTS_KEY = pytest.StashKey[list[GuardResult]]()
@@ -48,7 +49,7 @@ def snapshot_store(config: pytest.Config) -> Any:
     """The session's snapshot store, created on first use (the plugin saves it at session end)."""
     store = config.stash.get(SNAPSHOT_STORE_KEY, None)
     if store is None:
-        from pytest_mmperf.snapshots import SnapshotStore
+        from pytest_mmperf.counting.snapshots import SnapshotStore
 
         path = get_settings(config).snapshots or config.rootpath / DEFAULT_SNAPSHOTS
         store = config.stash[SNAPSHOT_STORE_KEY] = SnapshotStore(path)
