@@ -40,7 +40,15 @@ from pytest_mmperf.constants import (
 from pytest_mmperf.counting.opnames import canonical_op, op_matches, sum_ops
 from pytest_mmperf.timing import stats
 from pytest_mmperf.timing.isolation import WorkerError
-from pytest_mmperf.timing.measure import DEFAULT_MIN_BLOCKS, PairSamples, time_one, time_pair
+from pytest_mmperf.timing.measure import (
+    DEFAULT_MIN_BLOCKS,
+    THREADS_AUTO,
+    PairSamples,
+    Threads,
+    check_threads,
+    time_one,
+    time_pair,
+)
 from pytest_mmperf.timing.ratio import (
     MIN_PROCESSES_TO_STOP,
     RatioQuestion,
@@ -111,7 +119,9 @@ class GuardSettings:
     budget_s: measuring seconds per process; processes: at most this many pooled processes;
     confidence: of the intervals; inconclusive: ``estimate`` | ``fail`` | ``skip``; min_blocks:
     rounds per process at least; tau_floor: the between-process spread always assumed (log);
-    seed: of the interleaving order; update_snapshots: rewrite snapshots instead of checking.
+    seed: of the interleaving order; update_snapshots: rewrite snapshots instead of checking;
+    threads: intra-op threads while measuring, ``"auto"`` (the cores other processes leave
+    free, at most torch's own count), a number, or None (torch's count as it is).
     """
 
     budget_s: float = DEFAULT_BUDGET_S
@@ -122,8 +132,10 @@ class GuardSettings:
     tau_floor: float = stats.DEFAULT_TAU_FLOOR
     seed: int = 0
     update_snapshots: bool = False
+    threads: Threads = THREADS_AUTO
 
     def __post_init__(self) -> None:
+        check_threads(self.threads, "GuardSettings threads")
         if not (isinstance(self.budget_s, (int, float)) and self.budget_s >= 0
                 and math.isfinite(self.budget_s)):
             raise ValueError(f"GuardSettings budget_s must be a number of seconds >= 0, got "
@@ -250,7 +262,8 @@ class Guard:
         def run(budget_s: float, seed: int) -> PairSamples:
             return self.instruments.measure_pair(
                 candidate, baseline, dev, budget_s=budget_s, min_blocks=s.min_blocks,
-                inference_mode=inference_mode, seed=seed, should_stop=question.stop_rule())
+                inference_mode=inference_mode, seed=seed, should_stop=question.stop_rule(),
+                threads=s.threads)
 
         early = self._start(kind, name, dev, timing=True, timing_run=run)
         if early is not None:
@@ -306,7 +319,8 @@ class Guard:
         def run(budget: float, seed: int) -> PairSamples:
             return self.instruments.measure_pair(
                 candidate, baseline, dev, budget_s=budget, min_blocks=blocks,
-                inference_mode=inference_mode, seed=seed, warmup_s=warmup_s)
+                inference_mode=inference_mode, seed=seed, warmup_s=warmup_s,
+                threads=s.threads)
 
         if self._start("family", name, dev, timing=True, timing_run=run) is not None:
             return None
@@ -456,7 +470,7 @@ class Guard:
             for s in sizes:
                 one = self.instruments.measure_one(_built(fn_of_size, s), dev,
                                                    min_blocks=self.settings.min_blocks,
-                                                   budget_s=budget)
+                                                   budget_s=budget, threads=self.settings.threads)
                 values.append(one.median_s)
         else:
             key = {"memory": "peak_memory"}.get(metric, metric)

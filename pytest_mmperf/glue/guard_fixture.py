@@ -159,7 +159,7 @@ def guard_settings(config: pytest.Config) -> GuardSettings:
     s = get_settings(config)
     return GuardSettings(budget_s=s.budget, processes=s.processes, confidence=s.confidence,
                          inconclusive=s.inconclusive, seed=s.seed,
-                         update_snapshots=s.update_snapshots)
+                         update_snapshots=s.update_snapshots, threads=s.threads)
 
 
 def guard_for_request(request: pytest.FixtureRequest) -> PytestGuard:

@@ -100,6 +100,13 @@ def parse_budget(text: str) -> float:
     return value
 
 
+def parse_threads(text: str) -> int | str:
+    """``auto`` or an integer >= 1."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    return parse_int(text, 1)
+
+
 def parse_confidence(text: str) -> float:
     """A confidence level strictly between 0.5 and 1."""
     value = _float(text)
@@ -236,6 +243,10 @@ SETTINGS: tuple[Setting, ...] = (
             f"threshold: {' | '.join(INCONCLUSIVE_POLICIES)} (default: {DEFAULT_INCONCLUSIVE})",
             parse_inconclusive, ", ".join(INCONCLUSIVE_POLICIES), DEFAULT_INCONCLUSIVE,
             metavar="POLICY"),
+    Setting("threads", "intra-op threads while timing guards and report families measure: auto "
+            "(the cores other processes leave free, at most torch's own count; under "
+            "contention the guard measures what the free cores can) or a number (default: "
+            "auto)", parse_threads, "auto or an integer >= 1", "auto", metavar="N"),
     Setting("isolation", "how timing guards start their worker processes: fork (from a server "
             "that imported pytest and torch once per session; the default where os.fork "
             "exists) | spawn (a fresh interpreter per worker)", parse_isolation,
@@ -274,6 +285,7 @@ class MmperfSettings:
     processes: int = DEFAULT_PROCESSES
     confidence: float = DEFAULT_CONFIDENCE
     inconclusive: str = DEFAULT_INCONCLUSIVE
+    threads: int | str = "auto"
     isolation: str = "fork"
     json: Path | None = None
     html: Path | None = None

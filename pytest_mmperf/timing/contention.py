@@ -1,17 +1,41 @@
 """What else the machine did while a pair was measured: other processes' CPU use, page faults.
 
-Timing guards decide from one process alone only when the cores were quiet
-(:class:`OtherCpuUse`), and name page faults when either side spends its time faulting memory
-in (:class:`FaultTally`). Both read the operating system directly (``/proc/stat``, ``/proc``,
+Timing measures with as many intra-op threads as there are cores free of other processes' work
+(:func:`free_cores`: a parallel region waits for whichever of its threads another job
+descheduled), decides from one process alone only when the cores it used were quiet
+(:class:`OtherCpuUse`), and names page faults when either side spends its time faulting memory
+in (:class:`FaultTally`). All read the operating system directly (``/proc/stat``, ``/proc``,
 ``getrusage``); where it does not say, they return None rather than guess.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+# Other processes' average use above which a core counts as taken: a core that another job keeps
+# busy 40 % of the time already stalls a parallel region that needs a thread on it
+# (docs/measurements.md#busy-runner).
+BUSY_CORE_SLACK = 0.4
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on: its affinity mask where the OS has one."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def free_cores(other_cores: float, cores: int | None = None) -> int:
+    """Cores left free by other processes that kept ``other_cores`` cores busy on average
+    (at least 1): ``cores - ceil(other_cores - BUSY_CORE_SLACK)``."""
+    total = available_cores() if cores is None else cores
+    taken = max(0, math.ceil(other_cores - BUSY_CORE_SLACK))
+    return max(1, total - taken)
 
 
 @dataclass(frozen=True)

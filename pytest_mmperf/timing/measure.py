@@ -31,12 +31,12 @@ import os
 import random
 import statistics
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pytest_mmperf.timing.contention import FaultTally, OtherCpuUse
+from pytest_mmperf.timing.contention import FaultTally, OtherCpuUse, available_cores, free_cores
 
 # Defaults shared by the guards. They were tuned with the error-rate study (see the README):
 # a block of ~20 ms, at least 8 rounds per process, and a per-process budget of about a second.
@@ -180,6 +180,12 @@ class PairSamples:
     # on the 2-core Xeon, which can be most of a CPU call's time (README, "Page faults").
     candidate_faults: int | None = None
     baseline_faults: int | None = None
+    # The thread rule asked for ("auto", a number, or None: leave torch's setting), the cores this
+    # process may use, and the cores other processes kept busy during the warm-up, which chose
+    # ``threads`` under "auto".
+    threads_requested: str | None = None
+    cores: int | None = None
+    warmup_other_cpu_cores: float | None = None
 
     def faults_per_call(self) -> tuple[float, float] | None:
         """Minor page faults per call of (candidate, baseline) over the timed rounds, or None."""
@@ -252,6 +258,8 @@ class OneSamples:
     warmup_s: float = 0.0
     elapsed_s: float = 0.0
     pid: int = field(default_factory=os.getpid)
+    threads_requested: str | None = None
+    warmup_other_cpu_cores: float | None = None
 
     @property
     def median_s(self) -> float:
@@ -293,12 +301,74 @@ def _mode(inference_mode: bool) -> Any:
     return torch.inference_mode()
 
 
+THREADS_AUTO = "auto"
+Threads = int | str | None  # "auto", a number of intra-op threads, or None: leave torch's setting
+
+
+def check_threads(threads: object, where: str = "threads") -> Threads:
+    """``"auto"``, an int >= 1 or None; anything else is a ``ValueError`` naming ``where``."""
+    if threads is None or threads == THREADS_AUTO:
+        return threads  # type: ignore[return-value]
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"{where} must be 'auto' or an int >= 1, got {threads!r}")
+    return threads
+
+
+def choose_threads(threads: Threads, other_cores: float | None, current: int,
+                   cores: int | None = None) -> int:
+    """The intra-op threads to measure with. ``"auto"``: torch's current count, capped by the
+    cores other processes left free (:func:`~pytest_mmperf.timing.contention.free_cores`);
+    unknown contention keeps the current count. A number is used as given; None keeps it."""
+    if threads is None or (threads == THREADS_AUTO and other_cores is None):
+        return current
+    if threads == THREADS_AUTO:
+        assert other_cores is not None
+        return max(1, min(current, free_cores(other_cores, cores)))
+    return int(threads)
+
+
 def _threads() -> int:
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency; keep the fakes importable
         return 1
     return int(torch.get_num_threads())
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+@contextmanager
+def _restored_threads() -> Iterator[None]:
+    """torch's intra-op thread count is the same after the block as before it."""
+    before = _threads()
+    try:
+        yield
+    finally:
+        if _threads() != before:
+            _set_threads(before)
+
+
+def _warm_up_with_threads(fns: Sequence[Callable[[], object]], timer: BlockTimer,
+                          warmup_s: float, threads: Threads) -> tuple[int, float | None]:
+    """Warm every callable up while reading other processes' CPU use, then set the thread count
+    :func:`choose_threads` picks (the caller restores torch's count). When it changed, each
+    callable runs twice more, so the new thread pool is warm too. Returns (threads, other
+    processes' cores during the warm-up)."""
+    others = OtherCpuUse.start()
+    for fn in fns:
+        _warm_up(fn, timer, warmup_s)
+    busy = others.cores()
+    n = choose_threads(threads, busy, _threads())
+    if n != _threads():
+        _set_threads(n)
+        for fn in fns:
+            _warm_up(fn, timer, 0.0)
+    return n, busy
 
 
 def _warm_up(fn: Callable[[], object], timer: BlockTimer, warmup_s: float) -> None:
@@ -325,6 +395,7 @@ def time_pair(
     should_stop: Callable[[PairSamples], bool] | None = None,
     clock: Clock = time.perf_counter,
     timer: BlockTimer | None = None,
+    threads: Threads = None,
 ) -> PairSamples:
     """Measure ``candidate`` and ``baseline`` interleaved until the budget is spent.
 
@@ -334,20 +405,25 @@ def time_pair(
     after every round once ``min_blocks`` exist: the caller's sequential decision), or
     ``max_blocks`` rounds exist. ``min_blocks`` wins over the budget, so slow callables may
     overrun it. Both callables run under ``torch.inference_mode()`` when ``inference_mode``.
+    ``threads`` (:func:`choose_threads`): both sides run with the same intra-op thread count,
+    chosen after the warm-up; torch's own count is restored afterwards.
     ``clock``/``timer`` are injectable for tests.
     """
     _check_callable(candidate, "candidate")
     _check_callable(baseline, "baseline")
     _check_common(budget_s, min_blocks, max_blocks, block_s)
+    check_threads(threads)
     dev = _device_str(device)
     timer = timer if timer is not None else BlockTimer(dev, clock)
     rng = random.Random(seed)
-    samples = PairSamples([], [], 1, 1, "", dev, _threads(), bool(inference_mode), float(budget_s))
+    samples = PairSamples([], [], 1, 1, "", dev, _threads(), bool(inference_mode), float(budget_s),
+                          threads_requested=None if threads is None else str(threads),
+                          cores=available_cores())
     start = timer.clock()
-    with _mode(inference_mode):
+    with _mode(inference_mode), _restored_threads():
         # Warm up and calibrate in alternation too, so neither side gets a cold cache advantage.
-        _warm_up(candidate, timer, warmup_s)
-        _warm_up(baseline, timer, warmup_s)
+        samples.threads, samples.warmup_other_cpu_cores = _warm_up_with_threads(
+            (candidate, baseline), timer, warmup_s, threads)
         samples.warmup_s = timer.clock() - start
         samples.candidate_number = calibrate_number(candidate, timer, block_s)
         samples.baseline_number = calibrate_number(baseline, timer, block_s)
@@ -392,7 +468,8 @@ def time_one(fn: Callable[[], object], device: Any = "cpu", *, budget_s: float =
              min_blocks: int = DEFAULT_MIN_BLOCKS, max_blocks: int = DEFAULT_MAX_BLOCKS,
              block_s: float = DEFAULT_BLOCK_S, warmup_s: float = DEFAULT_WARMUP_S,
              inference_mode: bool = True, should_stop: Callable[[OneSamples], bool] | None = None,
-             clock: Clock = time.perf_counter, timer: BlockTimer | None = None) -> OneSamples:
+             clock: Clock = time.perf_counter, timer: BlockTimer | None = None,
+             threads: Threads = None) -> OneSamples:
     """Measure one callable: warm-up, calibrated blocks until the budget; the options mean what
     they mean in :func:`time_pair`.
 
@@ -401,12 +478,15 @@ def time_one(fn: Callable[[], object], device: Any = "cpu", *, budget_s: float =
     """
     _check_callable(fn, "fn")
     _check_common(budget_s, min_blocks, max_blocks, block_s)
+    check_threads(threads)
     dev = _device_str(device)
     timer = timer if timer is not None else BlockTimer(dev, clock)
-    samples = OneSamples([], 1, dev, _threads(), bool(inference_mode), float(budget_s))
+    samples = OneSamples([], 1, dev, _threads(), bool(inference_mode), float(budget_s),
+                         threads_requested=None if threads is None else str(threads))
     start = timer.clock()
-    with _mode(inference_mode):
-        _warm_up(fn, timer, warmup_s)
+    with _mode(inference_mode), _restored_threads():
+        samples.threads, samples.warmup_other_cpu_cores = _warm_up_with_threads(
+            (fn,), timer, warmup_s, threads)
         samples.warmup_s = timer.clock() - start
         samples.number = calibrate_number(fn, timer, block_s)
         while True:

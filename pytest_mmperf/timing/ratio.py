@@ -124,10 +124,31 @@ def pool_processes(question: RatioQuestion, first: PairSamples, spawn: Spawn | N
 
 
 def quiet(samples: PairSamples) -> bool:
-    """Whether the machine was quiet enough while ``samples`` were taken for one process alone
-    to decide (:data:`QUIET_OTHER_CPU_CORES`)."""
+    """Whether the cores the process measured on were quiet enough while ``samples`` were taken
+    for one process alone to decide: other processes kept at most the cores it left spare,
+    plus :data:`QUIET_OTHER_CPU_CORES`, busy (a 1-thread measurement beside one busy core of two
+    is as clean as a 2-thread one on an idle machine)."""
     others = samples.other_cpu_cores
-    return others is not None and others <= QUIET_OTHER_CPU_CORES
+    if others is None:
+        return False
+    spare = max(0, (samples.cores or samples.threads) - samples.threads)
+    return others <= spare + QUIET_OTHER_CPU_CORES
+
+
+def threads_clause(processes: Sequence[PairSamples]) -> str:
+    """How many intra-op threads measured and why, e.g. ``1 thread (threads=auto: 2 cores,
+    other processes kept 0.93 busy)``."""
+    counts = sorted({p.threads for p in processes})
+    text = f"{'/'.join(map(str, counts))} thread{'' if counts == [1] else 's'}"
+    first = processes[0]
+    busy = [p.warmup_other_cpu_cores for p in processes if p.warmup_other_cpu_cores is not None]
+    if first.threads_requested == "auto" and busy:
+        cores = f"{first.cores} cores, " if first.cores else ""
+        return text + (f" (threads=auto: {cores}other processes kept "
+                       f"{statistics.median(busy):.2f} busy)")
+    if first.threads_requested not in (None, "auto"):
+        return text + f" (threads={first.threads_requested})"
+    return text
 
 
 @dataclass(frozen=True)
@@ -173,7 +194,7 @@ def conclude(question: RatioQuestion, processes: list[PairSamples], *, label: st
         f"{label}: {verdict.upper()}: {metric} {rd.estimate:.3f}x, {question.confidence:.0%} "
         f"interval [{rd.ci_low:.3f}, {rd.ci_high:.3f}], required {word}\n"
         f"  samples: {'+'.join(map(str, counts))} rounds x {len(processes)} process{plural} on "
-        f"{device} ({processes[0].threads} threads, inference_mode="
+        f"{device} ({threads_clause(processes)}, inference_mode="
         f"{processes[0].inference_mode}); per-process {metric}s {per_process}\n"
         f"  median time per call: candidate {format_seconds(statistics.median(med_c))}, "
         f"baseline {format_seconds(statistics.median(med_b))}; between-process sd "
@@ -202,6 +223,10 @@ def conclude(question: RatioQuestion, processes: list[PairSamples], *, label: st
         extra={"confidence": question.confidence, "candidate_median_s": med_c,
                "baseline_median_s": med_b, "tau": rd.pooled.tau, "tau_dl": rd.pooled.tau_dl,
                "threads": processes[0].threads, "inference_mode": processes[0].inference_mode,
+               "threads_per_process": [p.threads for p in processes],
+               "threads_requested": processes[0].threads_requested,
+               "cores": processes[0].cores,
+               "warmup_other_cpu_cores": [p.warmup_other_cpu_cores for p in processes],
                "interval_decision": rd.decision.value, "policy": policy,
                "elapsed_s": [p.elapsed_s for p in processes],
                "other_cpu_cores": [p.other_cpu_cores for p in processes],

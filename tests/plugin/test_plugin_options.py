@@ -105,6 +105,8 @@ def test_guard_settings_and_benchmark_defaults(
     monkeypatch.setenv("PYTEST_MMPERF_PROCESSES", "2")
     explicit = get_settings(pytester.parseconfigure("--benchmark", "--mmperf-budget=0.5"))
     assert (explicit.budget, explicit.processes) == (0.5, 2)
+    assert plain.threads == "auto"
+    assert get_settings(pytester.parseconfigure("--mmperf-threads=1")).threads == 1
 
 
 def test_paths_resolve_against_their_source(
@@ -133,6 +135,9 @@ def test_paths_resolve_against_their_source(
         ("cli", "--mmperf-budget=0", "from --mmperf-budget", "seconds > 0"),
         ("cli", "--mmperf-confidence=1.0", "from --mmperf-confidence", "between 0.5 and 1"),
         ("cli", "--mmperf-processes=0", "from --mmperf-processes", "integer >= 1"),
+        ("cli", "--mmperf-threads=0", "from --mmperf-threads", "auto or an integer >= 1"),
+        ("env", "PYTEST_MMPERF_THREADS=many", "environment variable PYTEST_MMPERF_THREADS",
+         "auto or an integer >= 1"),
         ("cli", "--mmperf-inconclusive=maybe", "from --mmperf-inconclusive", "estimate, fail"),
         ("ini", "mmperf_seed = abc", "ini file", "an integer >= 0"),
         ("env", "PYTEST_MMPERF_REQUIRE_DEVICE=perhaps", "environment variable "

@@ -43,9 +43,11 @@ class FakeTiming:
     """Per-process synthetic samples: candidate/baseline time ratio ``ratios[k]`` in process k."""
 
     def __init__(self, ratios: list[float], noise: float = 0.01, rounds: int = 20,
-                 other_cpu_cores: float | None = 0.0) -> None:
+                 other_cpu_cores: float | None = 0.0, threads: int = 2,
+                 cores: int | None = None) -> None:
         self.ratios, self.noise, self.rounds = ratios, noise, rounds
         self.other_cpu_cores = other_cpu_cores  # 0.0: nothing else ran
+        self.threads, self.cores = threads, cores
         self.measure_kwargs: list[dict[str, Any]] = []
         self.spawned: list[tuple[int, int, float, int]] = []
 
@@ -53,8 +55,10 @@ class FakeTiming:
         rng = random.Random(k)
         base = [0.004] * self.rounds
         cand = [0.004 * self.ratios[k] * math.exp(rng.gauss(0, self.noise)) for _ in base]
-        return PairSamples(cand, base, 5, 5, "cb" * (self.rounds // 2), "cpu", 2, True, 1.0,
-                           other_cpu_cores=self.other_cpu_cores)
+        return PairSamples(cand, base, 5, 5, "cb" * (self.rounds // 2), "cpu", self.threads,
+                           True, 1.0, other_cpu_cores=self.other_cpu_cores,
+                           cores=self.cores, threads_requested="auto",
+                           warmup_other_cpu_cores=self.other_cpu_cores)
 
     def measure_pair(self, candidate: Any, baseline: Any, device: str, **kw: Any) -> PairSamples:
         self.measure_kwargs.append(kw)
@@ -152,6 +156,33 @@ def test_a_busy_or_unknown_machine_pools_workers_even_for_a_clear_cut_ratio(
     result = guard.faster(noop, noop, at_least=1.5)
     assert result.verdict == "pass" and result.n_processes == 2 and len(fake.spawned) == 1
     assert result.extra["other_cpu_cores"] == [others, others]
+
+
+def test_one_thread_beside_a_busy_core_is_quiet_enough_to_decide_alone() -> None:
+    """Measured with one thread on a 2-core machine whose other core another job keeps busy,
+    the cores the guard used were quiet: a clear-cut ratio is decided without a worker, and the
+    message and JSON say how many threads measured and how busy the machine was."""
+    fake = FakeTiming([0.25, 0.25], other_cpu_cores=0.93, threads=1, cores=2)
+    guard, _ = make_guard(fake)
+    result = guard.faster(noop, noop, at_least=1.5)
+    assert result.verdict == "pass" and result.n_processes == 1 and not fake.spawned
+    assert "(1 thread (threads=auto: 2 cores, other processes kept 0.93 busy)" in result.message
+    assert result.extra["threads_per_process"] == [1] and result.extra["cores"] == 2
+    assert result.extra["threads_requested"] == "auto"
+    busy_both = FakeTiming([0.25, 0.25], other_cpu_cores=0.93, threads=2, cores=2)
+    assert make_guard(busy_both)[0].faster(noop, noop, at_least=1.5).n_processes == 2
+
+
+def test_guard_settings_threads_are_validated_and_reach_the_timer() -> None:
+    with pytest.raises(ValueError, match=r"GuardSettings threads must be 'auto' or an int >= 1, "
+                                         r"got 0"):
+        GuardSettings(threads=0)
+    assert GuardSettings().threads == "auto"
+    fake = FakeTiming([0.25])
+    guard = Guard(GuardSettings(threads=1, processes=1),
+                  instruments=Instruments(measure_pair=fake.measure_pair))
+    guard.faster(noop, noop, at_least=1.5)
+    assert fake.measure_kwargs[-1]["threads"] == 1
 
 
 def test_disagreeing_processes_use_all_processes() -> None:

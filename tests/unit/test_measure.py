@@ -226,3 +226,67 @@ def test_pair_samples_count_each_sides_page_faults_per_call() -> None:
     candidate, baseline = per_call
     assert 0.75 * pages < candidate < 1.5 * pages and baseline < 50, (per_call, pages)
     assert PairSamples.from_dict(samples.to_dict()).faults_per_call() == per_call
+
+
+def test_free_cores_counts_a_core_taken_from_40_percent_busy() -> None:
+    from pytest_mmperf.timing.contention import free_cores
+
+    assert [free_cores(busy, cores=2) for busy in (0.0, 0.39, 0.41, 0.83, 1.0, 1.5, 3.0)] == \
+        [2, 2, 1, 1, 1, 1, 1]
+    assert free_cores(1.2, cores=8) == 7 and free_cores(1.5, cores=8) == 6
+
+
+def test_choose_threads_caps_auto_by_free_cores_and_keeps_numbers() -> None:
+    choose = measure.choose_threads
+    assert choose("auto", 0.0, current=2, cores=2) == 2
+    assert choose("auto", 0.9, current=2, cores=2) == 1          # one core of two taken
+    assert choose("auto", 0.0, current=1, cores=2) == 1          # never above torch's count
+    assert choose("auto", None, current=2, cores=2) == 2         # contention unknown: as is
+    assert choose(None, 1.5, current=2, cores=2) == 2
+    assert choose(3, 1.5, current=2, cores=2) == 3               # a number is used as given
+    for bad in (0, -1, 1.5, "two", True):
+        with pytest.raises(ValueError, match=r"threads must be 'auto' or an int >= 1, got"):
+            measure.check_threads(bad)
+
+
+def test_both_sides_measure_with_the_chosen_threads_and_torch_gets_its_count_back() -> None:
+    seen: list[int] = []
+
+    def work() -> None:
+        seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    samples = time_pair(work, work, budget_s=0.01, min_blocks=2, block_s=0.001, threads=1)
+    assert samples.threads == 1 and samples.threads_requested == "1"
+    # the warm-up runs as torch is set; from the first call with the chosen count on, all do
+    assert 1 in seen and set(seen[seen.index(1):]) == {1}
+    assert torch.get_num_threads() == before
+    one = time_one(work, budget_s=0.01, min_blocks=2, block_s=0.001, threads=1)
+    assert one.threads == 1 and torch.get_num_threads() == before
+    samples = time_pair(work, work, budget_s=0.01, min_blocks=2, block_s=0.001)
+    assert samples.threads == before and samples.threads_requested is None
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or torch.get_num_threads() < 2,
+                    reason="needs two cores and two torch threads to leave one to a burner")
+def test_auto_threads_leave_out_the_core_another_process_keeps_busy() -> None:
+    """With an unrelated process burning a core, "auto" measures with one thread fewer than
+    torch's count, and says how busy the warm-up found the machine."""
+    a = torch.randn(256, 256)
+
+    def work() -> None:
+        a @ a
+
+    shell = subprocess.run(["sh", "-c", f"'{sys.executable}' -c 'while True: pass' "
+                            ">/dev/null 2>&1 & echo $!"], capture_output=True, text=True,
+                           check=True)
+    stranger = int(shell.stdout.strip())
+    try:
+        time.sleep(0.2)
+        samples = time_pair(work, work, budget_s=0.2, min_blocks=3, threads="auto",
+                            warmup_s=0.2)
+    finally:
+        os.kill(stranger, 9)
+    assert samples.warmup_other_cpu_cores is not None and samples.warmup_other_cpu_cores > 0.6
+    assert samples.threads < torch.get_num_threads()
+    assert samples.cores == len(os.sched_getaffinity(0))
