@@ -237,6 +237,19 @@ def _affine(mean: tuple[float, ...], std: tuple[float, ...], device: torch.devic
     return scale.to(device), bias.to(device)
 
 
+@functools.lru_cache(maxsize=32)
+def _affine_rows(mean: tuple[float, ...], std: tuple[float, ...], width: int,
+                 channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, bias) of :func:`_affine` repeated along W: float32 (1, 3, 1, width), CPU, in
+    the memory layout of the output, so that each row of the output (W values of a channel,
+    or channels-last W (R, G, B) triples) meets one contiguous row of each."""
+    scale, bias = _affine(mean, std, torch.device("cpu"))
+    shape = (1, 3, 1, width)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return (scale.expand(shape).contiguous(memory_format=fmt),
+            bias.expand(shape).contiguous(memory_format=fmt))
+
+
 def normalize_uint8(
     batch: torch.Tensor,
     dtype: torch.dtype = torch.float32,
@@ -251,32 +264,47 @@ def normalize_uint8(
     (x / 255 - mean) / std as one multiply-add x * scale + bias with precomputed per-channel
     float32 scale = 1/(255 std) and bias = -mean/std, computed in float32, rounded once to
     `dtype`. On CUDA that is one kernel, ``torch.addcmul(bias, batch, scale, out=out)``: the
-    uint8 -> float conversion happens inside it. On the CPU, torch materialises a float copy of
-    a uint8 operand of a mixed-dtype op anyway, so the conversion is written straight into the
-    output with ``copy_`` (one pass, also the layout change) and the ``addcmul`` runs in place:
-    the same work without a temporary (about half the time of the single mixed-dtype addcmul).
-    bfloat16/float16 outputs go through a float32 buffer on the CPU (faster than addcmul into a
-    half-precision ``out``). out: write here (e.g. a slice of a bigger batch) instead of
-    allocating; else a new tensor, channels-last if asked, pinned if pin_memory.
+    uint8 -> float conversion happens inside it.
+
+    On the CPU, torch would materialise a float copy of the uint8 operand of a mixed-dtype op,
+    so the conversion is written straight into the output with ``copy_`` (also the layout
+    change) and one in-place ``addcmul`` follows: one pass each. Its scale and bias are not
+    (1, 3, 1, 1) but repeated along a row of W pixels in the output's memory layout: torch's
+    CPU loops are vectorised only while at most one input is broadcast along the innermost
+    dimension, and with two (scale and bias) the ``addcmul`` falls back to a scalar loop,
+    several times slower than the rest; channels-last, that dimension would also be just the
+    3 channels. For the same reason a channels-last output is converted channel by channel
+    (a single ``copy_`` would loop over runs of 3 values). The multiply-add is fused (rounded
+    once) either way: the values are those of the broadcast ``addcmul``, bit for bit.
+    bfloat16/float16 outputs go through a float32 buffer on the CPU (torch would compute a
+    multiply-add into a half-precision ``out`` through a float32 temporary anyway).
+
+    out: write here (e.g. a slice of a bigger batch) instead of allocating; else a new tensor,
+    channels-last if asked, pinned if pin_memory.
     """
     if not isinstance(batch, torch.Tensor) or batch.dtype != torch.uint8 or batch.dim() != 4 \
             or batch.shape[1] != 3:
         got = (f"{batch.dtype} tensor of shape {tuple(batch.shape)}"
                if isinstance(batch, torch.Tensor) else type(batch).__name__)
         raise ValueError(f"normalize_uint8: batch must be a uint8 (B, 3, H, W) tensor, got {got}")
-    scale, bias = _affine(tuple(float(v) for v in mean), tuple(float(v) for v in std),
-                          batch.device)
+    key = (tuple(float(v) for v in mean), tuple(float(v) for v in std))
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if out is None:
         out = torch.empty(batch.shape, dtype=dtype, device=batch.device, memory_format=fmt,
                           pin_memory=pin_memory)
     with stage("normalize"):
         if batch.device.type != "cpu":
+            scale, bias = _affine(*key, batch.device)
             return torch.addcmul(bias, batch, scale, out=out)
-        work = out if out.dtype == torch.float32 else torch.empty(
-            batch.shape, dtype=torch.float32, memory_format=fmt)
-        work.copy_(batch)
-        torch.addcmul(bias, work, scale, out=work)
+        work = out if out.dtype == torch.float32 else torch.empty_like(out, dtype=torch.float32)
+        channels_inner = work.stride(1) < work.stride(3)  # channels-last: channels vary fastest
+        if channels_inner:
+            for c in range(3):
+                work[:, c].copy_(batch[:, c])
+        else:
+            work.copy_(batch)
+        scale_row, bias_row = _affine_rows(*key, work.shape[3], channels_inner)
+        torch.addcmul(bias_row, work, scale_row, out=work)
         if work is not out:
             out.copy_(work)
         return out

@@ -162,8 +162,13 @@ REGRESSIONS: tuple[Regression, ...] = (
         "fused normalise split into a per-channel Python loop ((x / 255 - mean[c]) / std[c])",
         (Substitution(
             "_pixels.py",
-            "        work.copy_(batch)\n"
-            "        torch.addcmul(bias, work, scale, out=work)\n",
+            "        if channels_inner:\n"
+            "            for c in range(3):\n"
+            "                work[:, c].copy_(batch[:, c])\n"
+            "        else:\n"
+            "            work.copy_(batch)\n"
+            "        scale_row, bias_row = _affine_rows(*key, work.shape[3], channels_inner)\n"
+            "        torch.addcmul(bias_row, work, scale_row, out=work)\n",
             "        for c in range(batch.shape[1]):  # REGRESSION: per-channel loop\n"
             "            channel = batch[:, c].to(torch.float32) / 255.0\n"
             "            work[:, c] = (channel - float(mean[c])) / float(std[c])\n"),),

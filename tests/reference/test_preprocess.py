@@ -107,6 +107,56 @@ def test_normalize_uint8_is_the_imagenet_formula() -> None:
     assert torch.allclose(half.double(), want, rtol=2**-8, atol=0)  # one bf16 rounding
 
 
+def _uint8_layouts(b: int, h: int, w: int) -> dict[str, torch.Tensor]:
+    """The same kind of (B, 3, H, W) uint8 batch in each layout normalize_uint8 receives:
+    contiguous, channels 0..2 of the batched path's (B, H, W, 4) buffer, and H/W swapped."""
+    gen = torch.Generator().manual_seed(b * 1000 + h * 10 + w)
+    return {
+        "contiguous": torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8, generator=gen),
+        "rgbx": torch.randint(0, 256, (b, h, w, 4), dtype=torch.uint8,
+                              generator=gen).permute(0, 3, 1, 2)[:, :3],
+        "transposed": torch.randint(0, 256, (b, 3, w, h), dtype=torch.uint8,
+                                    generator=gen).transpose(2, 3),
+    }
+
+
+@pytest.mark.parametrize("into_slice", [False, True], ids=["new", "out-slice"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["planes", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(4, 224, 224), (3, 17, 33), (2, 1, 5)])
+def test_normalize_uint8_equals_torchvision_in_every_layout(
+        shape: tuple[int, int, int], dtype: torch.dtype, channels_last: bool,
+        into_slice: bool) -> None:
+    """Every input layout, output dtype and layout, new or into a slice of a bigger batch (the
+    batched path's per-thread chunks): torchvision v2's ToDtype(scale=True) + Normalize within
+    float32 rounding (one rounding to `dtype` after it), and bit for bit the one fused
+    multiply-add (x * scale + bias) in float32."""
+    from torchvision.transforms import v2
+
+    b, h, w = shape
+    mean, std = (0.5, 0.4, 0.3), (0.1, 0.2, 0.3)
+    reference = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    scale = (1.0 / (255.0 * torch.tensor(std, dtype=torch.float64))).float().view(1, 3, 1, 1)
+    bias = (-torch.tensor(mean, dtype=torch.float64)
+            / torch.tensor(std, dtype=torch.float64)).float().view(1, 3, 1, 1)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for layout, pixels in _uint8_layouts(b, h, w).items():
+        if into_slice:
+            big = torch.empty((b + 2, 3, h, w), dtype=dtype, memory_format=fmt).fill_(torch.nan)
+            got = normalize_uint8(pixels, dtype, channels_last, mean, std, out=big[1:b + 1])
+            assert got.data_ptr() == big[1].data_ptr()
+            assert big[0].isnan().all() and big[-1].isnan().all()  # nothing outside the slice
+        else:
+            got = normalize_uint8(pixels, dtype, channels_last, mean, std)
+            assert got.is_contiguous(memory_format=fmt), layout
+        assert got.dtype == dtype and got.shape == (b, 3, h, w), layout
+        want = reference(pixels)
+        fused = torch.addcmul(bias, pixels.float(), scale)
+        assert torch.equal(got, fused.to(dtype)), layout
+        rtol = {torch.float32: 0.0, torch.bfloat16: 2**-8, torch.float16: 2**-10}[dtype]
+        torch.testing.assert_close(got.float(), want, rtol=rtol, atol=2e-6, msg=layout)
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, "bfloat16"])
 def test_every_option_gives_the_same_values(mmperf_batch: ImageTextBatch, dtype: Any,
