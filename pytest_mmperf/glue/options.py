@@ -355,7 +355,8 @@ def _raw(setting: Setting, config: pytest.Config, environ: Mapping[str, str]
         except pytest.UsageError as exc:  # pytest's own type check (native TOML tables)
             raise pytest.UsageError(f"pytest-mmperf: {exc} (write it as a string). "
                                     f"Accepted: {setting.accepted}.") from None
-        if value is not None and str(value).strip():
+        # pytest < 8 gives [] for an unset key even with default=None (pytest#11282).
+        if value is not None and value != [] and str(value).strip():
             base = config.inipath.parent if config.inipath else config.rootpath
             return value, source, base
     return None
