@@ -173,7 +173,8 @@ def pytest_report_collectionfinish(config: pytest.Config, items: Sequence[pytest
 
     info = devices.machine_info()
     described = "; ".join(devices.describe_device(d) for d in requested_devices(config))
+    vision = f"torchvision {info['torchvision']}, " if info["torchvision"] else ""  # optional
     return [f"mmperf devices: {described}",
-            f"mmperf: torch {info['torch']}, torchvision {info['torchvision']}, "
+            f"mmperf: torch {info['torch']}, {vision}"
             f"{info['torch_threads']} threads, CPU {info['cpu_capability']}, "
             f"native bf16: {'yes' if info['cpu_native_bf16'] else 'no'}"]
