@@ -13,12 +13,12 @@ from __future__ import annotations
 import email.parser
 import os
 import re
-import shutil
 import subprocess
 import sys
 import sysconfig
 import textwrap
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,31 +28,10 @@ import pytest_mmperf
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _build(source: Path, out: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "--no-index", "-q", "-w", str(out), str(source)], check=True,
-                   capture_output=True, text=True, timeout=300)
-    (wheel,) = out.glob("*.whl")
-    return wheel
-
-
-def _clean_copy(names: list[str], dest: Path) -> Path:
-    """The sources alone: an in-tree build would reuse a stale ``build/`` folder."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
-    for name in names:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=ignore)
-        else:
-            shutil.copy2(src, dest / name)
-    return dest
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    source = _clean_copy(["pyproject.toml", "README.md", "pytest_mmperf"],
-                         tmp_path_factory.mktemp("src"))
-    return _build(source, tmp_path_factory.mktemp("wheel"))
+@pytest.fixture
+def wheel(plugin_wheel: Path) -> Path:
+    """The plugin's wheel (built once per session by conftest's ``plugin_wheel``)."""
+    return plugin_wheel
 
 
 def _metadata(wheel: Path) -> tuple[list[str], email.message.Message, str]:
@@ -75,7 +54,7 @@ def test_wheel_ships_the_plugin_only(wheel: Path) -> None:
     assert "timing/ratio.py" in shipped  # the subpackages ship too
     assert metadata["Name"] == "pytest-mmperf"
     assert metadata["Version"] == pytest_mmperf.__version__
-    requires = metadata.get_all("Requires-Dist")
+    requires = metadata.get_all("Requires-Dist") or []
     core = [r for r in requires if "extra ==" not in r]
     assert {re.split(r"[<>=!~ ;\[]", r)[0] for r in core} == {
         "pytest", "pytest-benchmark", "torch", "torchvision", "pillow", "numpy"}
@@ -83,9 +62,33 @@ def test_wheel_ships_the_plugin_only(wheel: Path) -> None:
     assert re.search(r"\[pytest11\]\s*mmperf\s*=\s*pytest_mmperf\.plugin", entry_points)
 
 
-def test_reference_is_a_distribution_of_its_own(tmp_path: Path) -> None:
-    source = _clean_copy(["reference"], tmp_path / "src") / "reference"
-    wheel = _build(source, tmp_path / "wheel")
+def test_wheel_metadata_for_the_package_index(wheel: Path) -> None:
+    """The license the metadata names ships as a file; classifiers and project URLs."""
+    names, metadata, _ = _metadata(wheel)
+    assert metadata["License-Expression"] == "MIT"
+    assert metadata.get_all("License-File") == ["LICENSE"]
+    info = f"pytest_mmperf-{pytest_mmperf.__version__}.dist-info"
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = archive.read(f"{info}/licenses/LICENSE").decode()
+    assert shipped == (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert shipped.startswith("MIT License") and "the pytest-mmperf developers" in shipped
+    classifiers = set(metadata.get_all("Classifier") or [])
+    assert {"Framework :: Pytest", "Development Status :: 4 - Beta",
+            "Topic :: Software Development :: Testing",
+            "Operating System :: POSIX :: Linux"} <= classifiers
+    minimum = re.fullmatch(r">=3\.(\d+)", metadata["Requires-Python"])
+    assert minimum is not None, metadata["Requires-Python"]
+    declared = {int(c.rsplit(".", 1)[1]) for c in classifiers
+                if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)}
+    assert min(declared) == int(minimum[1]) and declared == set(range(min(declared),
+                                                                        max(declared) + 1))
+    urls = dict(u.split(", ", 1) for u in metadata.get_all("Project-URL") or [])
+    assert set(urls) == {"Homepage", "Source", "Issues", "Changelog"}
+    assert all(u.startswith("https://") for u in urls.values()), urls
+
+
+def test_reference_is_a_distribution_of_its_own(build_wheel: Callable[..., Path]) -> None:
+    wheel = build_wheel(["reference"], subdir="reference")
     names, metadata = _metadata_without_entry_points(wheel)
     assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"reference"}
     assert {"reference/attention.py", "reference/preprocess.py"} <= set(names)
