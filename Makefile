@@ -11,6 +11,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 venv: $(STAMP)
 
 # Reinstall when the project metadata changes; torch is only downloaded/installed the first time.
+# torchvision comes with ./reference (the guarded code uses it); the plugin itself does not.
 $(STAMP): pyproject.toml reference/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[dev]' -e ./reference

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 import pytest_mmperf
 
@@ -54,12 +55,31 @@ def test_wheel_ships_the_plugin_only(wheel: Path) -> None:
     assert "timing/ratio.py" in shipped  # the subpackages ship too
     assert metadata["Name"] == "pytest-mmperf"
     assert metadata["Version"] == pytest_mmperf.__version__
+    assert re.search(r"\[pytest11\]\s*mmperf\s*=\s*pytest_mmperf\.plugin", entry_points)
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[<>=!~ ;\[(]", requirement, maxsplit=1)[0].lower()
+
+
+def test_wheel_requires_what_the_plugin_imports(wheel: Path) -> None:
+    """No torchvision (never imported; its wheels pin one exact torch, so requiring it could
+    replace a user's CUDA build), a pluggy bound for ``hookimpl(wrapper=True)``, and only lower
+    bounds (tested by test_oldest_versions.py)."""
+    _, metadata, _ = _metadata(wheel)
     requires = metadata.get_all("Requires-Dist") or []
     core = [r for r in requires if "extra ==" not in r]
-    assert {re.split(r"[<>=!~ ;\[]", r)[0] for r in core} == {
-        "pytest", "pytest-benchmark", "torch", "torchvision", "pillow", "numpy"}
-    assert not [r for r in requires if "<" in r.split(";")[0]], requires  # no upper bounds
-    assert re.search(r"\[pytest11\]\s*mmperf\s*=\s*pytest_mmperf\.plugin", entry_points)
+    assert {_requirement_name(r) for r in core} == {
+        "pytest", "pluggy", "pytest-benchmark", "torch", "pillow", "numpy"}, core
+    assert not [r for r in core if "torchvision" in r], core
+    bounds: dict[str, Version] = {}
+    for requirement in core:  # one lower bound each: no upper bound, no pin, no marker
+        bound = re.fullmatch(r"[A-Za-z0-9_.-]+>=([0-9][0-9.]*)", requirement.replace(" ", ""))
+        assert bound is not None, requirement
+        bounds[_requirement_name(requirement)] = Version(bound[1])
+    assert bounds["pluggy"] >= Version("1.2"), core  # hookimpl(wrapper=True)
+    assert bounds["pytest"] >= Version("7.0"), core  # pytest.StashKey
+    assert not [r for r in requires if "<" in r.split(";")[0]], requires  # extras included
 
 
 def test_wheel_metadata_for_the_package_index(wheel: Path) -> None:
