@@ -118,26 +118,28 @@ def _lower_bounds(wheel: Path) -> dict[str, Version]:
     return bounds
 
 
-def _closure(name: str, extras: frozenset[str] = frozenset(),
-             seen: dict[str, metadata.Distribution] | None = None
-             ) -> dict[str, metadata.Distribution]:
-    """Installed distributions ``name`` requires here, transitively (markers evaluated; what is
-    not installed here, such as CUDA libraries a CPU run never loads, is left out)."""
-    seen = {} if seen is None else seen
-    key = canonicalize_name(name)
-    try:
-        dist = metadata.distribution(name)
-    except metadata.PackageNotFoundError:
-        return seen
-    if key not in seen:
-        seen[key] = dist
-    for line in dist.requires or []:
-        requirement = Requirement(line)
-        marker = requirement.marker
-        if marker is None or any(marker.evaluate({"extra": e}) for e in ("", *extras)):
-            if canonicalize_name(requirement.name) not in seen or requirement.extras:
-                _closure(requirement.name, frozenset(requirement.extras), seen)
-    return seen
+def _closure(name: str) -> dict[str, metadata.Distribution]:
+    """Installed distributions ``name`` requires here, transitively (markers and extras
+    evaluated; what is not installed here, such as CUDA libraries a CPU run never loads, is
+    left out)."""
+    found: dict[str, metadata.Distribution] = {}
+    pending, visited = [(name, frozenset[str]())], set()
+    while pending:
+        item = pending.pop()
+        if item in visited:
+            continue
+        visited.add(item)
+        try:
+            dist = metadata.distribution(item[0])
+        except metadata.PackageNotFoundError:
+            continue
+        found.setdefault(canonicalize_name(item[0]), dist)
+        for line in dist.requires or []:
+            requirement = Requirement(line)
+            marker = requirement.marker
+            if marker is None or any(marker.evaluate({"extra": e}) for e in ("", *item[1])):
+                pending.append((requirement.name, frozenset(requirement.extras)))
+    return found
 
 
 def _borrow(name: str, folder: Path) -> list[str]:
@@ -157,10 +159,13 @@ def _pip(python: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300)
 
 
-def _installed(python: Path) -> dict[str, str]:
+def _installed(python: Path) -> tuple[dict[str, str], str]:
+    """The distributions pip sees in that environment (name -> version) and as a listing."""
     listed = _pip(python, "list", "--format=json")
     assert listed.returncode == 0, listed.stderr
-    return {canonicalize_name(p["name"]): p["version"] for p in json.loads(listed.stdout)}
+    packages = json.loads(listed.stdout)
+    listing = "".join(f"{p['name']:<24} {p['version']}\n" for p in packages)
+    return {canonicalize_name(p["name"]): p["version"] for p in packages}, listing
 
 
 @pytest.fixture(scope="module")
@@ -182,16 +187,16 @@ def oldest_env(plugin_wheel: Path, tmp_path_factory: pytest.TempPathFactory
     (site / "borrowed-torch.pth").write_text(f"{root / 'borrowed'}\n")
     installed = _pip(python, "install", "-q", "--no-deps", "--no-index", str(plugin_wheel))
     assert installed.returncode == 0, installed.stdout + installed.stderr
-    # The wheel's requirements but torch (resolving torch would fetch its CUDA libraries), each
-    # held to its lower bound; pip resolves them and what they require together.
+    # The wheel's requirements but torch (pip would check, and might fetch, torch's own
+    # requirements such as CUDA libraries), each held to its lower bound; pip resolves them and
+    # what they require together.
     constraints = root / "oldest.txt"
     constraints.write_text("".join(f"{n}=={v}\n" for n, v in bounds.items() if n != BORROWED))
     requirements = [f"{n}>={v}" for n, v in bounds.items() if n != BORROWED]
     resolved = _pip(python, "install", "-q", "-c", str(constraints), *requirements)
-    listing = _pip(python, "list").stdout
+    versions, listing = _installed(python)
     assert resolved.returncode == 0, (f"pip could not install the oldest versions the wheel "
                                       f"admits:\n{resolved.stdout}{resolved.stderr}\n{listing}")
-    versions = _installed(python)
     report = f"pip list of the fresh environment:\n{listing}\nborrowed: {', '.join(borrowed)}"
     for name, bound in bounds.items():
         assert name in versions, f"{name} missing\n{report}"
