@@ -211,3 +211,35 @@ def test_json_schema_page_names_every_key() -> None:
     }
     assert not undocumented, f"keys missing from docs/json-schema.md: {undocumented}"
     assert all(f"**`{kind}`**" in page for kind in figures.KINDS), sorted(figures.KINDS)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading (lower case, punctuation dropped, spaces -> -)."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _prose(path: Path) -> str:
+    """The page without its fenced code blocks (a ``#`` there is no heading)."""
+    return re.sub(r"^```.*?^```", "", path.read_text(encoding="utf-8"), flags=re.S | re.M)
+
+
+def test_relative_links_and_anchors_resolve() -> None:
+    """Every relative link of the README, CONTRIBUTING, CHANGELOG and docs/ points at a file
+    that exists and, with ``#anchor``, at a heading of that page (pages moved between them)."""
+    pages = [README, ROOT / "CONTRIBUTING.md", ROOT / "CHANGELOG.md",
+             *sorted((ROOT / "docs").glob("*.md"))]
+    pages = [p for p in pages if p.exists()]
+    anchors = {p.resolve(): {_slug(h) for h in re.findall(r"^#+ (.*)$", _prose(p), re.M)}
+               for p in pages}
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", _prose(page)):
+            if re.match(r"[a-z]+:", target):
+                continue  # https:, mailto:
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page.resolve()
+            if not dest.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in anchors.get(dest, set()):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, broken
