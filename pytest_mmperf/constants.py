@@ -31,3 +31,5 @@ SCALAR_NAMES = {"ops": "total_ops", "flops": "flops", "bytes": "bytes_materializ
 OTHER_STAGE = "other (unlabelled)"
 
 DEFAULT_SNAPSHOTS = "mmperf-snapshots.json"
+# Set in the side processes of a comparison across commits (pytest_mmperf.baseline.side).
+SIDE_ENV = "PYTEST_MMPERF_SIDE"

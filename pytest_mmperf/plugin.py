@@ -9,11 +9,13 @@ collected test uses a fixture that needs them. The logic lives in :mod:`pytest_m
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 
+from pytest_mmperf.constants import SIDE_ENV
 from pytest_mmperf.glue import options as cfg
 from pytest_mmperf.glue.fixtures import (  # noqa: F401 - module attributes register the fixtures
     batch_spec,
@@ -60,6 +62,16 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hookspecs)
 
 
+@pytest.hookimpl(tryfirst=True)  # before any conftest is imported
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """A side process of a comparison across commits connects to its parent and, on REV's side,
+    redirects the repository's imports before the first conftest is imported."""
+    if os.environ.get(SIDE_ENV):
+        from pytest_mmperf.glue import baseline
+
+        baseline.start_side(early_config)
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-benchmark's (trylast) configure reads its options
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
@@ -70,6 +82,10 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_mmperf.glue import session  # report, JSON/HTML and snapshot hooks
 
     config.pluginmanager.register(session, "mmperf-session")
+    if settings.baseline:
+        from pytest_mmperf.glue import baseline
+
+        baseline.configure(config)
     if settings.benchmark:
         # The performance run wins over `--benchmark-disable` / `--benchmark-skip` in addopts.
         config.option.benchmark_disable = False
@@ -114,10 +130,21 @@ def _item_functions(item: pytest.Item) -> list[Callable[..., Any]]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
-    """After a pytest-benchmark test that uses our fixtures: device, spec and throughput go into
-    its ``extra_info`` (and so into pytest-benchmark's JSON and compare output)."""
-    result = yield
+    """Around a pytest-benchmark test: under ``--mmperf-baseline`` its benchmark is compared with
+    REV's (or served, in a side process); afterwards, when it uses our fixtures, device, spec and
+    throughput go into its ``extra_info`` (and so into pytest-benchmark's JSON)."""
     funcargs = getattr(item, "funcargs", None)
+    original = None
+    if funcargs and "benchmark" in funcargs and (
+            cfg.get_settings(item.config).baseline or os.environ.get(SIDE_ENV)):
+        from pytest_mmperf.glue import baseline
+
+        original = baseline.wrap_benchmark(item)
+    try:
+        result = yield
+    finally:
+        if original is not None and funcargs is not None:  # pytest-benchmark checks its type
+            funcargs["benchmark"] = original
     if funcargs and "benchmark" in funcargs and any(name.startswith("mmperf_")
                                                     for name in funcargs):
         from pytest_mmperf.glue.benchinfo import annotate
@@ -167,14 +194,20 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_report_collectionfinish(config: pytest.Config, items: Sequence[pytest.Item]
                                    ) -> list[str]:
     """Devices and torch details, only when a collected test loads torch through a fixture."""
+    lines = []
+    if cfg.get_settings(config).baseline and not os.environ.get(SIDE_ENV):
+        from pytest_mmperf.glue import baseline
+
+        line = baseline.header_line(config)
+        lines += [line] if line else []
     if not any(TORCH_FIXTURES.intersection(getattr(i, "fixturenames", ())) for i in items):
-        return []
+        return lines
     from pytest_mmperf import devices
 
     info = devices.machine_info()
     described = "; ".join(devices.describe_device(d) for d in requested_devices(config))
     vision = f"torchvision {info['torchvision']}, " if info["torchvision"] else ""  # optional
-    return [f"mmperf devices: {described}",
+    return lines + [f"mmperf devices: {described}",
             f"mmperf: torch {info['torch']}, {vision}"
             f"{info['torch_threads']} threads, CPU {info['cpu_capability']}, "
             f"native bf16: {'yes' if info['cpu_native_bf16'] else 'no'}"]

@@ -77,10 +77,14 @@ class PytestGuard(Guard):
     def __init__(self, settings: GuardSettings, *, nodeid: str, device: str,
                  recorder: Callable[[GuardResult], None], spawner: Spawner | None,
                  snapshot_store: Any, worker: WorkerSpec | None, under_xdist: bool,
-                 is_marked: Callable[[], bool], instruments: Instruments | None = None) -> None:
+                 is_marked: Callable[[], bool], instruments: Instruments | None = None,
+                 placeholders: bool = False) -> None:
         super().__init__(settings, nodeid=nodeid, device=device, recorder=recorder,
                          spawner=spawner, snapshot_store=snapshot_store, instruments=instruments)
         self.worker, self.under_xdist, self.is_marked = worker, under_xdist, is_marked
+        # In a side process of a comparison across commits every guard call is a placeholder:
+        # the process is there to reach and serve one benchmark, not to check anything.
+        self.placeholders = placeholders
         self.failed_calls: list[int] = []  # indices of this test's guard calls that failed
 
     def _fail(self, result: GuardResult) -> NoReturn:
@@ -100,6 +104,11 @@ class PytestGuard(Guard):
                ) -> GuardResult | None:
         __tracebackhide__ = True
         super()._start(kind, name, device, timing=timing, timing_run=timing_run)
+        if self.placeholders:
+            return GuardResult(nodeid=self.nodeid, kind=kind, name=name, metric=kind,
+                               estimate=None, threshold=None, verdict="skipped",
+                               decided_by="worker", n_processes=0, device=device,
+                               message="not checked in a baseline side process")
         if self.worker is not None:
             return self._in_worker(kind, name, device, timing_run)
         if not timing:
@@ -173,11 +182,14 @@ def guard_for_request(request: pytest.FixtureRequest) -> PytestGuard:
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from exc
     node = request.node
+    from pytest_mmperf.constants import SIDE_ENV
+
     guard = PytestGuard(guard_settings(config), nodeid=node.nodeid, device=device,
                         recorder=config.stash.setdefault(RESULTS_KEY, []).append,
                         spawner=None, snapshot_store=_LazySnapshotStore(config), worker=worker,
                         under_xdist=under_xdist(config),
-                        is_marked=lambda: node.get_closest_marker(TIMING_MARKER) is not None)
+                        is_marked=lambda: node.get_closest_marker(TIMING_MARKER) is not None,
+                        placeholders=bool(os.environ.get(SIDE_ENV)))
     guard.spawner = pytest_spawner(config, node.nodeid, lambda: guard.failed_calls,
                                    lambda: fork_server(config))
     return guard

@@ -107,6 +107,21 @@ def parse_threads(text: str) -> int | str:
     return parse_int(text, 1)
 
 
+def parse_revision(text: str) -> str:
+    """A git revision that cannot be read as an option (see ``baseline.revision.check_name``)."""
+    from pytest_mmperf.baseline.revision import check_name
+
+    return check_name(text)
+
+
+def parse_tolerance(text: str) -> float:
+    """A slowdown fraction >= 0 (0.10 = 10 %)."""
+    value = _float(text)
+    if value < 0:
+        raise ValueError(f"{value:g} is below 0")
+    return value
+
+
 def parse_confidence(text: str) -> float:
     """A confidence level strictly between 0.5 and 1."""
     value = _float(text)
@@ -247,6 +262,14 @@ SETTINGS: tuple[Setting, ...] = (
             "(the cores other processes leave free, at most torch's own count; under "
             "contention the guard measures what the free cores can) or a number (default: "
             "auto)", parse_threads, "auto or an integer >= 1", "auto", metavar="N"),
+    Setting("baseline", "compare every benchmark of the run (the benchmark fixture, report "
+            "families) with this git revision (origin/main, a tag, HEAD~1): its code from a "
+            "temporary copy, the tests from the working tree, both measured in lockstep",
+            parse_revision, "a git revision such as origin/main, v1.2 or HEAD~1 (not starting "
+            "with '-')", None, metavar="REV"),
+    Setting("baseline_tolerance", "slowdown against --mmperf-baseline tolerated before a test "
+            "fails, as a fraction of REV's time (default: 0.10)", parse_tolerance,
+            "a number >= 0 (0.10 means 10 percent)", 0.10, metavar="FRACTION"),
     Setting("isolation", "how timing guards start their worker processes: fork (from a server "
             "that imported pytest and torch once per session; the default where os.fork "
             "exists) | spawn (a fresh interpreter per worker)", parse_isolation,
@@ -286,6 +309,8 @@ class MmperfSettings:
     confidence: float = DEFAULT_CONFIDENCE
     inconclusive: str = DEFAULT_INCONCLUSIVE
     threads: int | str = "auto"
+    baseline: str | None = None
+    baseline_tolerance: float = 0.10
     isolation: str = "fork"
     json: Path | None = None
     html: Path | None = None

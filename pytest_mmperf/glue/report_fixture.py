@@ -3,10 +3,12 @@ test, whose figures (families, breakdowns, scaling, claims) join the session's r
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_mmperf.constants import SIDE_ENV
 from pytest_mmperf.glue import options as cfg
 
 if TYPE_CHECKING:
@@ -24,6 +26,12 @@ def mmperf_report(request: pytest.FixtureRequest) -> MmperfReport:
 
     figures = request.config.stash.setdefault(FIGURES_KEY, [])
     guard = guard_for_request(request)
+    commits = None
+    if cfg.get_settings(request.config).baseline or os.environ.get(SIDE_ENV):
+        from pytest_mmperf.glue.baseline import family_commits
+        from pytest_mmperf.glue.guard_fixture import RESULTS_KEY
+
+        commits = family_commits(request, request.config.stash.setdefault(RESULTS_KEY, []).append)
     return MmperfReport(figures, request.node.nodeid, guard,
                         benchmark=cfg.get_settings(request.config).benchmark,
-                        device=guard.device)
+                        device=guard.device, commits=commits)

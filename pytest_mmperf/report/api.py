@@ -43,10 +43,14 @@ class MmperfReport:
     """
 
     def __init__(self, figures: list[dict[str, Any]], nodeid: str, guard: Guard, *,
-                 benchmark: bool, device: str = "cpu") -> None:
+                 benchmark: bool, device: str = "cpu", commits: Any = None) -> None:
         self._figures, self._nodeid, self._guard = figures, nodeid, guard
         self._plan = BENCHMARK_PLAN if benchmark else SMOKE_PLAN
         self._device = device
+        # Comparisons across commits (--mmperf-baseline): ``before(name, implementations,
+        # device)`` serves one implementation in a side process, ``after(...)`` compares each
+        # with the baseline revision's in the parent (pytest_mmperf.glue.baseline).
+        self._commits = commits
 
     @property
     def figures(self) -> list[dict[str, Any]]:
@@ -54,7 +58,9 @@ class MmperfReport:
 
     @property
     def _in_worker(self) -> bool:
-        return getattr(self._guard, "worker", None) is not None
+        """A worker or side process: it measures for the parent, whose report this is."""
+        return (getattr(self._guard, "worker", None) is not None
+                or bool(getattr(self._guard, "placeholders", False)))
 
     def _keep(self, record: dict[str, Any]) -> dict[str, Any]:
         if not self._in_worker:  # a worker's figures belong to the parent's run
@@ -93,6 +99,8 @@ class MmperfReport:
         dev = str(device) if device is not None else self._device
         worker = self._in_worker
         guard = self._guard
+        if self._commits is not None:
+            self._commits.before(name, implementations, dev)
 
         def sample(candidate: Callable[[], object], baseline_fn: Callable[[], object],
                    label: str) -> list[PairSamples]:
@@ -115,6 +123,8 @@ class MmperfReport:
         self._keep(figures.family.to_dict())
         for record in (*figures.efficiencies, *figures.breakdowns):
             self._keep(record.to_dict())
+        if self._commits is not None and not worker:
+            self._commits.after(name, implementations, dev)
         return figures.family
 
     def _plan_with(self, budget_s: float | None, processes: int | None) -> FamilyPlan:

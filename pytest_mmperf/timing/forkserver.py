@@ -137,6 +137,27 @@ class ForkServer:
             return {"eof": True, "returncode": proc.poll()}
         return dict(json.loads(line))
 
+    def start(self, argv: Sequence[str], *, env: Mapping[str, str], output: str,
+              cwd: str | os.PathLike[str] | None = None) -> int:
+        """Like :meth:`run` without waiting: returns the child's pid at once, so that several
+        children can run side by side (the two sides of a comparison across commits). The
+        server reaps them; the caller may kill them, and learns their end by other means."""
+        proc = self._start()
+        assert proc.stdin is not None
+        request = {"argv": list(argv), "cwd": os.fspath(self.cwd if cwd is None else cwd),
+                   "env": dict(env), "output": output, "detach": True}
+        try:
+            proc.stdin.write(json.dumps(request) + "\n")
+            proc.stdin.flush()
+        except OSError as exc:
+            self._fail()
+            raise ForkServerError(f"the fork server stopped accepting work: {exc}") from exc
+        child = self._read(30.0).get("child")
+        if child is None:
+            self._fail()
+            raise ForkServerError("the fork server did not fork a worker")
+        return int(child)
+
     def run(self, argv: Sequence[str], *, env: Mapping[str, str], output: str,
             timeout_s: float | None, cwd: str | os.PathLike[str] | None = None) -> int:
         """Run ``pytest.main(argv)`` in a forked child with ``env`` in ``cwd`` (default: the
@@ -223,6 +244,17 @@ def _pytest_plugin_modules() -> list[str]:
     return names
 
 
+def _reap_detached() -> None:
+    """Collect the exit status of detached children that have ended (no zombies left)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def serve(stdin: IO[str] | None = None, stdout: IO[str] | None = None,
           preload: Sequence[str] = ()) -> None:
     """The server loop (run by :class:`ForkServer` as ``python -c "...; serve(preload=...)"``);
@@ -240,6 +272,7 @@ def serve(stdin: IO[str] | None = None, stdout: IO[str] | None = None,
     out.write(json.dumps({"ready": os.getpid()}) + "\n")
     out.flush()
     for line in inp:
+        _reap_detached()
         request = json.loads(line)
         if request.get("exit"):
             break
@@ -260,6 +293,8 @@ def serve(stdin: IO[str] | None = None, stdout: IO[str] | None = None,
                 os._exit(code)
         out.write(json.dumps({"child": pid}) + "\n")
         out.flush()
+        if request.get("detach"):
+            continue  # reaped below, once it has ended
         _, status = os.waitpid(pid, 0)
         out.write(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}) + "\n")
         out.flush()

@@ -111,16 +111,22 @@ def add_processes(first: PairSamples, spawn: Spawn | None, *, max_processes: int
     return processes
 
 
+def decided_enough(question: RatioQuestion, processes: Sequence[PairSamples],
+                   min_processes: int = MIN_PROCESSES_TO_STOP) -> bool:
+    """Whether ``processes`` decide ``question``: at least ``min_processes`` pooled, one alone
+    only if its cores were :func:`quiet`, and an interval clear of the threshold."""
+    if len(processes) < min_processes or (len(processes) == 1 and not quiet(processes[0])):
+        return False
+    return question.decide(processes).decision != stats.Decision.INCONCLUSIVE
+
+
 def pool_processes(question: RatioQuestion, first: PairSamples, spawn: Spawn | None, *,
                    max_processes: int, min_processes: int, seed: int) -> list[PairSamples]:
     """:func:`add_processes` while the decision is unclear or fewer than ``min_processes``
     have been pooled."""
-    def enough(processes: list[PairSamples]) -> bool:
-        if len(processes) < min_processes or (len(processes) == 1 and not quiet(processes[0])):
-            return False
-        return question.decide(processes).decision != stats.Decision.INCONCLUSIVE
-
-    return add_processes(first, spawn, max_processes=max_processes, seed=seed, enough=enough)
+    return add_processes(first, spawn, max_processes=max_processes, seed=seed,
+                         enough=lambda processes: decided_enough(question, processes,
+                                                                 min_processes))
 
 
 def quiet(samples: PairSamples) -> bool:
