@@ -251,6 +251,23 @@ class SnapshotStore:
             return SnapshotOutcome(name, "updated", diff, dict(old), new, self.path)
         return SnapshotOutcome(name, "changed", diff, dict(old), new, self.path)
 
+    def record(self, name: str, values: Mapping[str, Value]) -> None:
+        """Record ``values`` as case ``name`` without comparing, as ``check(..., update=True)``
+        does for a new or changed case (validated the same way; written by :meth:`save`).
+
+        The pytest-xdist controller uses it to take over the cases its workers updated: a worker
+        never writes the file, so the controller saves once, as a run without xdist would.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"SnapshotStore.record: case name must be a non-empty str, got "
+                             f"{name!r}")
+        if not isinstance(values, Mapping) or not values:
+            raise ValueError(f"SnapshotStore.record({name!r}): values must be a non-empty "
+                             f"mapping metric -> value, got {values!r}")
+        checked = {str(m): _check_value(v, f"SnapshotStore.record({name!r}) metric {m!r}")
+                   for m, v in values.items()}
+        self._record(name, dict(sorted(checked.items())))
+
     def _record(self, name: str, values: dict[str, Value]) -> None:
         self._cases[name] = dict(values)
         self._updated[name] = dict(values)

@@ -203,3 +203,24 @@ def test_module_does_not_import_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_record_takes_over_values_as_an_update_would(tmp_path: Path, snap_file: Path) -> None:
+    """What the pytest-xdist controller does with its workers' updates: the same file as
+    ``check(update=True)`` in one process, byte for byte."""
+    updated = {"total_ops": 12, "flops": 900}
+    checked = SnapshotStore(snap_file)
+    assert checked.check("attn", updated, update=True).status == "updated"
+    checked.check("new", {"b": 1.5, "a": "x"}, update=True)
+    checked.save()
+    expected = snap_file.read_bytes()
+    snap_file.write_text(format_snapshot({"attn": RECORDED, "other": {"flops": 5}}))
+    recorded = SnapshotStore(snap_file)
+    recorded.record("attn", updated)
+    recorded.record("new", {"a": "x", "b": 1.5})
+    assert recorded.dirty and recorded.save()
+    assert snap_file.read_bytes() == expected
+    with pytest.raises(ValueError, match=r"record\('x'\) metric 'm': nan is not finite"):
+        recorded.record("x", {"m": float("nan")})
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        recorded.record("x", {})
