@@ -44,11 +44,6 @@ MARKERS = (
     "mmperf_timing: a timing test (added automatically to tests that call timing guards, "
     "directly or through helpers); deselect with -m 'not mmperf_timing'",
 )
-# Fixtures whose use means torch is loaded anyway (so the collection report may describe it).
-TORCH_FIXTURES = frozenset({
-    "mmperf_device", "mmperf_batch", "mmperf_batch_spec", "mmperf_batch_factory",
-    "mmperf_features", "mmperf_feature_spec", "mmperf_jpeg_dataset", "mmperf_guard",
-    "mmperf_report"})
 
 
 # --------------------------------------------------------------------------- set-up hooks
@@ -178,36 +173,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # --------------------------------------------------------------------------- report header
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    """Torch-free: what was requested and how to replay it."""
-    s = cfg.get_settings(config)
-
-    def where(name: str) -> str:
-        return "" if s.source(name) == "default" else f" ({s.source(name)})"
-
-    run = ", performance run (--benchmark)" if s.benchmark else ""
-    return [f"mmperf: device={','.join(s.device)}{where('device')}, seed={s.seed}{where('seed')}, "
-            f"scale={s.scale}{where('scale')}{run}",
-            "mmperf: replay with: pytest " + " ".join(s.replay_args())]
-
-
 def pytest_report_collectionfinish(config: pytest.Config, items: Sequence[pytest.Item]
                                    ) -> list[str]:
-    """Devices and torch details, only when a collected test loads torch through a fixture."""
-    lines = []
-    if cfg.get_settings(config).baseline and not os.environ.get(SIDE_ENV):
-        from pytest_mmperf.glue import baseline
+    """Settings, replay command, devices: only when a collected test uses an mmperf fixture
+    (:mod:`pytest_mmperf.glue.header`)."""
+    from pytest_mmperf.glue.header import header_lines
 
-        line = baseline.header_line(config)
-        lines += [line] if line else []
-    if not any(TORCH_FIXTURES.intersection(getattr(i, "fixturenames", ())) for i in items):
-        return lines
-    from pytest_mmperf import devices
-
-    info = devices.machine_info()
-    described = "; ".join(devices.describe_device(d) for d in requested_devices(config))
-    vision = f"torchvision {info['torchvision']}, " if info["torchvision"] else ""  # optional
-    return lines + [f"mmperf devices: {described}",
-            f"mmperf: torch {info['torch']}, {vision}"
-            f"{info['torch_threads']} threads, CPU {info['cpu_capability']}, "
-            f"native bf16: {'yes' if info['cpu_native_bf16'] else 'no'}"]
+    return header_lines(config, items)

@@ -190,7 +190,7 @@ def test_header_shows_settings_sources_and_replay_without_torch_details(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PYTEST_MMPERF_SCALE", "smoke")
-    pytester.makepyfile("def test_x():\n    pass\n")
+    pytester.makepyfile("def test_x(mmperf_seed):\n    pass\n")  # torch-free fixture
     result = pytester.runpytest("--mmperf-seed=7", "--mmperf-device=cpu")
     assert result.ret == 0
     result.stdout.fnmatch_lines([
@@ -198,8 +198,17 @@ def test_header_shows_settings_sources_and_replay_without_torch_details(
         "scale=smoke (environment variable PYTEST_MMPERF_SCALE)",
         "mmperf: replay with: pytest --mmperf-seed=7 --mmperf-scale=smoke --mmperf-device=cpu",
     ])
-    # No test uses an mmperf fixture: no torch-dependent lines.
+    # No test uses a fixture that loads torch: no torch-dependent lines.
     assert "mmperf devices:" not in result.stdout.str()
+
+
+def test_plugin_is_invisible_to_runs_that_do_not_use_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest("--mmperf-seed=7")
+    assert result.ret == 0
+    # pytest's own "plugins: ..., mmperf-<version>" line is the only mention
+    mentions = [line for line in result.outlines + result.errlines if "mmperf" in line]
+    assert len(mentions) == 1 and mentions[0].startswith("plugins:"), mentions
 
 
 def test_collection_report_describes_devices_and_torch(pytester: pytest.Pytester) -> None:
