@@ -74,8 +74,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("help", False):
         return  # `pytest --help` must work even when a setting is invalid
     settings = config.stash[cfg.SETTINGS_KEY] = cfg.resolve_settings(config)
-    from pytest_mmperf.glue import session  # report, JSON/HTML and snapshot hooks
+    from pytest_mmperf.glue import preflight, session  # report, JSON/HTML and snapshot hooks
 
+    preflight.check(config, settings)  # unwritable outputs, a malformed snapshot file: exit 4
     config.pluginmanager.register(session, "mmperf-session")
     if settings.baseline:
         from pytest_mmperf.glue import baseline

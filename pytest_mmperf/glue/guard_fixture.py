@@ -10,6 +10,10 @@ adds what only a pytest run has:
   return placeholders, the measured one writes its samples and ends the test with a skip;
 * skips: under pytest-xdist timing guards skip (parallel workers distort timing), ``no_sync`` off
   CUDA and the inconclusive policy ``skip`` use ``pytest.skip``;
+* a failing timing guard's message ends with the command that re-runs just that test with a
+  larger budget (:func:`rerun_command`);
+* which isolation the timing workers really got (fork server, or fresh interpreters after a
+  fallback), for the terminal summary and the JSON ``settings`` (:func:`isolation_used`);
 * the timing marker: a timing guard in a test without ``mmperf_timing`` fails at once, naming the
   marker to add (collection marks the tests it can see calling timing guards:
   :mod:`pytest_mmperf.glue.timing_marker`), so ``-m "not mmperf_timing"`` and ``pytest --benchmark``
@@ -19,23 +23,39 @@ adds what only a pytest run has:
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 import pytest
 
-from pytest_mmperf.constants import DEFAULT_SNAPSHOTS
+from pytest_mmperf.constants import BENCHMARK_BUDGET_S, BENCHMARK_PROCESSES, DEFAULT_SNAPSHOTS
 from pytest_mmperf.glue.options import get_settings
-from pytest_mmperf.guards import Guard, GuardResult, GuardSettings, Instruments, Spawner
+from pytest_mmperf.guards import (
+    Guard,
+    GuardFailure,
+    GuardResult,
+    GuardSettings,
+    Instruments,
+    Spawner,
+)
 from pytest_mmperf.timing.forkserver import ForkServer, fork_available
-from pytest_mmperf.timing.isolation import WorkerSpec, pytest_spawner, write_worker_output
+from pytest_mmperf.timing.isolation import (
+    WorkerSpec,
+    passthrough_args,
+    pytest_spawner,
+    write_worker_output,
+)
 from pytest_mmperf.timing.measure import PairSamples
 
 XDIST_SKIP_REASON = "timing guards are skipped under pytest-xdist: parallel workers distort timing"
 RESULTS_KEY = pytest.StashKey[list[GuardResult]]()
 SNAPSHOT_STORE_KEY = pytest.StashKey[Any]()
 FORK_SERVER_KEY = pytest.StashKey[list[Any]]()
+# How the session's timing workers started: {"fork": n, "spawn": n, "fallback": reason | None}.
+ISOLATION_KEY = pytest.StashKey[dict[str, Any]]()
+RATIO_KINDS = ("faster", "not_slower")
 TIMING_MARKER = "mmperf_timing"
 
 
@@ -86,10 +106,18 @@ class PytestGuard(Guard):
         # the process is there to reach and serve one benchmark, not to check anything.
         self.placeholders = placeholders
         self.failed_calls: list[int] = []  # indices of this test's guard calls that failed
+        # rerun(processes=...) -> the shell command that re-runs this test with a larger budget
+        self.rerun: Callable[..., str] | None = None
 
     def _fail(self, result: GuardResult) -> NoReturn:
         __tracebackhide__ = True
         self.failed_calls.append(self.call_index)
+        timing = result.kind in RATIO_KINDS or (result.kind == "scaling"
+                                                and result.extra.get("metric") == "time")
+        if timing and result.decided_by != "worker-error" and self.rerun is not None:
+            # The recorded result keeps the core's message; the failure names the command.
+            hint = self.rerun(processes=result.kind in RATIO_KINDS)
+            raise GuardFailure(f"{result.message}\nre-run with a larger budget: {hint}", result)
         super()._fail(result)
 
     def _skip(self, reason: str, result: GuardResult | None = None) -> NoReturn:
@@ -186,13 +214,99 @@ def guard_for_request(request: pytest.FixtureRequest) -> PytestGuard:
 
     guard = PytestGuard(guard_settings(config), nodeid=node.nodeid, device=device,
                         recorder=config.stash.setdefault(RESULTS_KEY, []).append,
-                        spawner=None, snapshot_store=_LazySnapshotStore(config), worker=worker,
-                        under_xdist=under_xdist(config),
+                        spawner=None, snapshot_store=_LazySnapshotStore(config),
+                        worker=worker, under_xdist=under_xdist(config),
                         is_marked=lambda: node.get_closest_marker(TIMING_MARKER) is not None,
                         placeholders=bool(os.environ.get(SIDE_ENV)))
-    guard.spawner = pytest_spawner(config, node.nodeid, lambda: guard.failed_calls,
-                                   lambda: fork_server(config))
+    guard.spawner = _noting_isolation(config, pytest_spawner(
+        config, node.nodeid, lambda: guard.failed_calls, lambda: fork_server(config)))
+    guard.rerun = lambda processes: rerun_command(config, node.nodeid, processes=processes)
     return guard
+
+
+def rerun_command(config: pytest.Config, nodeid: str, *, processes: bool = True) -> str:
+    """The shell command that re-runs just ``nodeid`` with a larger timing budget.
+
+    The budget is the ``--benchmark`` default (8 s per process, 5 processes), or twice this
+    run's budget and two more processes when the run already used as much. The test's path is
+    relative to the directory pytest was invoked from; the options of the run that change what
+    the node id means or how the plugin measures (``-p``, ``-o``, ``--mmperf-*``, as a timing
+    worker gets them) are kept. ``processes``: name ``--mmperf-processes`` too (ratio guards;
+    a time scaling guard measures in one process).
+    """
+    s = get_settings(config)
+    path, sep, rest = nodeid.partition("::")
+    target = nodeid
+    if path:
+        try:
+            target = os.path.relpath(config.rootpath / path, config.invocation_params.dir)
+        except ValueError:  # another drive (Windows)
+            target = os.fspath(config.rootpath / path)
+        target += sep + rest
+
+    def takes_value(option: str) -> bool:
+        try:
+            return not isinstance(config.getoption(option[2:].replace("-", "_")), bool)
+        except ValueError:
+            return True
+
+    kept: list[str] = []
+    args = passthrough_args(config.invocation_params.args, takes_value)
+    skip_next = False
+    for arg in args:  # drop the budget and processes this run had: the command sets them
+        if skip_next:
+            skip_next = False
+        elif arg.split("=", 1)[0] in ("--mmperf-budget", "--mmperf-processes"):
+            skip_next = "=" not in arg
+        else:
+            kept.append(arg)
+    budget = max(BENCHMARK_BUDGET_S, 2 * s.budget)
+    command = ["pytest", target, *kept, f"--mmperf-budget={budget:g}"]
+    if processes:
+        command.append(f"--mmperf-processes={max(BENCHMARK_PROCESSES, s.processes + 2)}")
+    return " ".join(shlex.quote(part) for part in command)
+
+
+def isolation_used(config: pytest.Config) -> dict[str, Any]:
+    """How this session's timing workers started, for the report's ``settings``:
+    ``isolation_used`` ``"none"`` (no worker), ``"fork"``, ``"spawn"`` or ``"fork+spawn"`` (the
+    fork server failed midway), ``isolation_workers`` {mode: count} and ``isolation_fallback``
+    (why workers were fresh interpreters although ``--mmperf-isolation=fork`` asked for the
+    fork server; None when they were not, or when ``spawn`` was asked for)."""
+    noted = config.stash.get(ISOLATION_KEY, None) or {}
+    counts = {mode: int(noted.get(mode, 0)) for mode in ("fork", "spawn")}
+    used = "+".join(mode for mode in ("fork", "spawn") if counts[mode]) or "none"
+    return {"isolation_used": used, "isolation_workers": counts,
+            "isolation_fallback": noted.get("fallback")}
+
+
+def note_isolation(config: pytest.Config, mode: str, fallback: str | None = None) -> None:
+    """Count one timing worker started by ``mode``; keep the first fallback reason."""
+    noted = config.stash.setdefault(ISOLATION_KEY, {"fork": 0, "spawn": 0, "fallback": None})
+    noted[mode] = noted.get(mode, 0) + 1
+    if fallback and not noted.get("fallback"):
+        noted["fallback"] = fallback
+
+
+def _noting_isolation(config: pytest.Config, spawn: Spawner) -> Spawner:
+    """``spawn``, noting after each worker whether it was forked or a fresh interpreter."""
+
+    def noting(index: int, process: int, budget_s: float, seed: int) -> PairSamples:
+        server = fork_server(config)
+        try:
+            return spawn(index, process, budget_s, seed)
+        finally:
+            if server is not None and not server.broken:
+                note_isolation(config, "fork")
+            elif server is not None:
+                note_isolation(config, "spawn", f"fork server failed: {server.failure}")
+            elif get_settings(config).isolation == "fork":
+                note_isolation(config, "spawn", f"fork unavailable: os.fork does not exist on "
+                                                f"{sys.platform}")
+            else:
+                note_isolation(config, "spawn")
+
+    return noting
 
 
 def fork_server(config: pytest.Config) -> ForkServer | None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pytest_mmperf.glue import options as cfg
-from pytest_mmperf.glue.guard_fixture import RESULTS_KEY, SNAPSHOT_STORE_KEY
+from pytest_mmperf.glue.guard_fixture import RESULTS_KEY, SNAPSHOT_STORE_KEY, isolation_used
 from pytest_mmperf.glue.report_fixture import FIGURES_KEY
 from pytest_mmperf.report import json_report
 from pytest_mmperf.report.guard_table import format_guard_table
@@ -33,12 +33,13 @@ def build_session_report(config: pytest.Config, *, with_machine: bool) -> dict[s
 
         machine = machine_info()
     settings = config.stash.get(cfg.SETTINGS_KEY, None)
+    as_dict = cfg.settings_as_dict(settings) if settings is not None else {}
     return json_report.build_report(
         guards=guards,
         benchmarks=_benchmark_rows(config),
         figures=config.stash.get(FIGURES_KEY, []),  # type: ignore[arg-type]
         machine=machine,
-        settings=cfg.settings_as_dict(settings) if settings is not None else {},
+        settings={**as_dict, **isolation_used(config)},
     )
 
 
@@ -67,6 +68,17 @@ _WRITTEN_KEY = pytest.StashKey[list[str]]()
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    notes: list[str] = []
+    isolation = isolation_used(config)
+    if isolation["isolation_fallback"]:  # said once, however many workers fell back
+        workers = isolation["isolation_workers"]
+        notes.append(f"mmperf: timing workers: spawn ({isolation['isolation_fallback']}; "
+                     f"{workers['spawn']} of {sum(workers.values())} started as fresh "
+                     "interpreters)")
+    if notes:
+        terminalreporter.write_sep("=", "mmperf")
+        for line in notes:
+            terminalreporter.write_line(line)
     results = config.stash.get(RESULTS_KEY, [])
     figures = config.stash.get(FIGURES_KEY, [])
     if results:

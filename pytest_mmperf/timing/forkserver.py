@@ -85,6 +85,7 @@ class ForkServer:
         self._proc: subprocess.Popen[str] | None = None
         self.start_s: float | None = None  # seconds the server took to start (imports)
         self.broken = False  # set by the first failure; callers then spawn interpreters
+        self.failure: str | None = None  # what broke it, for the run's report
         self._ready = False
         self._launched = 0.0
 
@@ -104,7 +105,7 @@ class ForkServer:
                 cwd=self.cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL, text=True, bufsize=1)
         except OSError as exc:
-            self.broken = True
+            self.broken, self.failure = True, f"could not start: {exc}"
             raise ForkServerError(f"the fork server could not start: {exc}") from exc
 
     def _start(self) -> subprocess.Popen[str]:
@@ -113,13 +114,13 @@ class ForkServer:
         if self.broken:
             raise ForkServerError("the fork server failed earlier in this session")
         if not fork_available():
-            self.broken = True
+            self.broken, self.failure = True, "os.fork is not available on this platform"
             raise ForkServerError("os.fork is not available on this platform")
         if self._proc is None or self._proc.poll() is not None:
             self._launch()
         ready = self._read(START_TIMEOUT_S)
         if "ready" not in ready:
-            self._fail()
+            self._fail(f"did not start: {ready}")
             raise ForkServerError(f"the fork server did not start: {ready}")
         self._ready = True
         self.start_s = time.perf_counter() - self._launched
@@ -172,11 +173,11 @@ class ForkServer:
             proc.stdin.write(json.dumps(request) + "\n")
             proc.stdin.flush()
         except OSError as exc:
-            self._fail()
+            self._fail(f"stopped accepting work: {exc}")
             raise ForkServerError(f"the fork server stopped accepting work: {exc}") from exc
         child = self._read(30.0).get("child")
         if child is None:
-            self._fail()
+            self._fail("did not fork a worker")
             raise ForkServerError("the fork server did not fork a worker")
         reply = self._read(timeout_s)
         if reply.get("timeout"):
@@ -187,12 +188,12 @@ class ForkServer:
             self._read(30.0)  # the server reports the killed child's exit
             raise subprocess.TimeoutExpired(list(argv), timeout_s or 0.0)  # only with a limit
         if "returncode" not in reply or reply.get("eof"):
-            self._fail()
+            self._fail(f"died while a worker ran: {reply}")
             raise ForkServerError(f"the fork server died while a worker ran: {reply}")
         return int(reply["returncode"])
 
-    def _fail(self) -> None:
-        self.broken = True
+    def _fail(self, reason: str) -> None:
+        self.broken, self.failure = True, reason
         self.close()
 
     def close(self) -> None:

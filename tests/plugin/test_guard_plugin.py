@@ -101,9 +101,14 @@ def test_two(mmperf_guard):
     mmperf_guard.faster(work(1), work(4), at_least=1.5, name="1x-vs-4x", min_processes=2)
     mmperf_guard.not_slower(work(1), work(1), tolerance=1.0)  # clear-cut: the parent alone
 """)
-    run = pytester.runpytest(*FAST_ARGS)
+    run = pytester.runpytest(*FAST_ARGS, "--mmperf-json=out.json")
     run.assert_outcomes(passed=1)
     flops, fast, same = results(pytester)
+    settings = json.loads((pytester.path / "out.json").read_text())["settings"]
+    assert settings["isolation_used"] == "fork" and settings["isolation_fallback"] is None
+    workers = settings["isolation_workers"]  # a busy machine may pool the last guard too
+    assert workers["fork"] >= 1 and workers["spawn"] == 0
+    assert "timing workers:" not in run.stdout.str()  # said only when it falls back
     assert (flops["kind"], flops["n_processes"], flops["verdict"]) == ("max_flops", 1, "pass")
     assert fast["kind"] == "faster" and fast["name"] == "1x-vs-4x" and fast["verdict"] == "pass"
     assert fast["n_processes"] == 2 and len(fast["samples_per_process"]) == 2
