@@ -82,6 +82,10 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_mmperf.glue import baseline
 
         baseline.configure(config)
+    if config.pluginmanager.hasplugin("xdist"):  # workers hand their records to the controller
+        from pytest_mmperf.glue import xdist
+
+        xdist.register(config)
     if settings.benchmark:
         # The performance run wins over `--benchmark-disable` / `--benchmark-skip` in addopts.
         config.option.benchmark_disable = False

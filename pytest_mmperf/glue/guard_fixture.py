@@ -8,8 +8,10 @@ adds what only a pytest run has:
   (:mod:`pytest_mmperf.timing.isolation`); in such a worker, guard calls before the one being
   measured
   return placeholders, the measured one writes its samples and ends the test with a skip;
-* skips: under pytest-xdist timing guards skip (parallel workers distort timing), ``no_sync`` off
-  CUDA and the inconclusive policy ``skip`` use ``pytest.skip``;
+* skips: under pytest-xdist timing guards and report families skip (parallel workers distort
+  timing), ``no_sync`` off CUDA and the inconclusive policy ``skip`` use ``pytest.skip``;
+* under pytest-xdist, the snapshot cases a worker updates are logged for the controller
+  (:mod:`pytest_mmperf.glue.xdist`), which saves the file once;
 * a failing timing guard's message ends with the command that re-runs just that test with a
   larger budget (:func:`rerun_command`);
 * which isolation the timing workers really got (fork server, or fresh interpreters after a
@@ -49,9 +51,12 @@ from pytest_mmperf.timing.isolation import (
 )
 from pytest_mmperf.timing.measure import PairSamples
 
-XDIST_SKIP_REASON = "timing guards are skipped under pytest-xdist: parallel workers distort timing"
+XDIST_SKIP_REASON = ("timing guards and report families are skipped under pytest-xdist: parallel "
+                     "workers distort timing (run them with -n 0)")
 RESULTS_KEY = pytest.StashKey[list[GuardResult]]()
 SNAPSHOT_STORE_KEY = pytest.StashKey[Any]()
+# In a pytest-xdist worker: (nodeid, case, values) of every snapshot case updated, in order.
+SNAPSHOT_UPDATES_KEY = pytest.StashKey[list[tuple[str, str, dict[str, Any]]]]()
 FORK_SERVER_KEY = pytest.StashKey[list[Any]]()
 # How the session's timing workers started: {"fork": n, "spawn": n, "fallback": reason | None}.
 ISOLATION_KEY = pytest.StashKey[dict[str, Any]]()
@@ -82,13 +87,18 @@ def under_xdist(config: pytest.Config) -> bool:
 
 
 class _LazySnapshotStore:
-    """Loads the store (and snapshots.py) only when a test snapshots."""
+    """Loads the store (and snapshots.py) only when a test snapshots; in a pytest-xdist worker,
+    logs the cases it updates (the worker never saves: the controller does, once)."""
 
-    def __init__(self, config: pytest.Config) -> None:
-        self._config = config
+    def __init__(self, config: pytest.Config, nodeid: str = "") -> None:
+        self._config, self._nodeid = config, nodeid
 
     def check(self, *args: Any, **kwargs: Any) -> Any:
-        return snapshot_store(self._config).check(*args, **kwargs)
+        outcome = snapshot_store(self._config).check(*args, **kwargs)
+        if outcome.status == "updated" and hasattr(self._config, "workerinput"):
+            log = self._config.stash.setdefault(SNAPSHOT_UPDATES_KEY, [])
+            log.append((self._nodeid, outcome.name, dict(outcome.new)))
+        return outcome
 
 
 class PytestGuard(Guard):
@@ -142,11 +152,12 @@ class PytestGuard(Guard):
         if not timing:
             return None
         if self.under_xdist:
+            label = f"{kind}({name})" if name else f"{kind}()"
             self._record(GuardResult(nodeid=self.nodeid, kind=kind, name=name, metric=kind,
                                      estimate=None, threshold=None, verdict="skipped",
                                      decided_by="skip", n_processes=0, device=device,
                                      message=XDIST_SKIP_REASON))
-            pytest.skip(XDIST_SKIP_REASON)
+            pytest.skip(f"{label}: {XDIST_SKIP_REASON}")
         if not self.is_marked():
             pytest.fail(
                 f"{self.nodeid} calls the timing guard {kind}() but is not marked as a timing "
@@ -214,7 +225,7 @@ def guard_for_request(request: pytest.FixtureRequest) -> PytestGuard:
 
     guard = PytestGuard(guard_settings(config), nodeid=node.nodeid, device=device,
                         recorder=config.stash.setdefault(RESULTS_KEY, []).append,
-                        spawner=None, snapshot_store=_LazySnapshotStore(config),
+                        spawner=None, snapshot_store=_LazySnapshotStore(config, node.nodeid),
                         worker=worker, under_xdist=under_xdist(config),
                         is_marked=lambda: node.get_closest_marker(TIMING_MARKER) is not None,
                         placeholders=bool(os.environ.get(SIDE_ENV)))

@@ -1,8 +1,10 @@
 """End-of-session glue: guard table, report figures, ``--mmperf-json``/``--mmperf-html``, snapshots.
 
 Registered by :func:`pytest_mmperf.plugin.pytest_configure` as a second plugin object so that
-``plugin.py`` stays thin. Nothing here imports torch unless the run recorded guard results or was
-asked for a report file (then torch is loaded already, or needed for the machine description).
+``plugin.py`` stays thin. Under pytest-xdist only the controller writes and reports, after
+:mod:`pytest_mmperf.glue.xdist` has merged the workers' records into its stash. Nothing here
+imports torch unless the run recorded guard results or was asked for a report file (then torch
+is loaded already, or needed for the machine description).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def build_session_report(config: pytest.Config, *, with_machine: bool) -> dict[s
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     if hasattr(config, "workerinput"):
-        return  # xdist workers: the controller writes the files
+        return  # xdist workers: the controller writes the files (glue/xdist.py)
     store = config.stash.get(SNAPSHOT_STORE_KEY, None)
     if store is not None:
         store.save()
@@ -68,7 +70,11 @@ _WRITTEN_KEY = pytest.StashKey[list[str]]()
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    notes: list[str] = []
+    if hasattr(config, "workerinput"):
+        return
+    from pytest_mmperf.glue.xdist import HEADER_KEY, LOST_KEY
+
+    notes = [*config.stash.get(HEADER_KEY, []), *config.stash.get(LOST_KEY, [])]
     isolation = isolation_used(config)
     if isolation["isolation_fallback"]:  # said once, however many workers fell back
         workers = isolation["isolation_workers"]

@@ -147,7 +147,8 @@ def test_counted(mmperf_guard):
     run = pytester.runpytest("-p", "xdist", "-n", "2", "-rs")
     run.assert_outcomes(passed=1, skipped=1)
     run.stdout.fnmatch_lines(
-        ["*timing guards are skipped under pytest-xdist: parallel workers distort timing*"]
+        ["*faster(): timing guards and report families are skipped under pytest-xdist: "
+         "parallel workers distort timing (run them with -n 0)*"]
     )
 
 
