@@ -9,7 +9,10 @@ description), so it never needs torch and a JSON written by one run can be rende
       "schema": "pytest-mmperf/2",
       "created": "2026-11-28T16:03:27+00:00",
       "machine": {...},            # devices.machine_info()
-      "settings": {...},           # resolved mmperf settings of the run
+      "settings": {...},           # resolved mmperf settings of the run, and the isolation
+                                   # the timing workers really got: isolation_used ("none" |
+                                   # "fork" | "spawn" | "fork+spawn"), isolation_workers
+                                   # {mode: count}, isolation_fallback (why spawn, or null)
       "guards": [{...}, ...],      # GuardResult.to_dict() in execution order
       "benchmarks": [{...}, ...],  # pytest-benchmark results, see benchmark_rows()
       "figures": [{...}, ...]      # {"kind": "family" | "breakdown" | "efficiency" | "scaling"

@@ -105,3 +105,53 @@ def test_xdist_run_updates_every_snapshot_and_reports_every_guard(
         return [(g["nodeid"], g["kind"], g["name"]) for g in rows if "timed" not in g["nodeid"]]
 
     assert order(_guards(pytester.path / "plain.json")) == order(guards)
+
+
+def _worker(name: str, payload: dict[str, Any] | None) -> Any:
+    """A stand-in for xdist's WorkerController: its gateway id and what the worker sent."""
+    from types import SimpleNamespace
+
+    output = {} if payload is None else {"mmperf": json.dumps({"version": 1, **payload})}
+    return SimpleNamespace(gateway=SimpleNamespace(id=name), workeroutput=output)
+
+
+def _result(nodeid: str, name: str) -> dict[str, Any]:
+    from pytest_mmperf.guards import GuardResult
+
+    return GuardResult(nodeid=nodeid, kind="max_ops", name=name, metric="ops", estimate=1,
+                       threshold=1, verdict="pass", decided_by="count", device="cpu",
+                       message="").to_dict()
+
+
+def test_controller_merges_in_collection_order_whatever_order_workers_end(
+    pytester: pytest.Pytester,
+) -> None:
+    """The merge itself, without starting workers: results by the test's collection position
+    then call order; a case two tests recorded keeps the later test's values; a worker that
+    went down without handing over is named."""
+    from pytest_mmperf.glue.guard_fixture import RESULTS_KEY, SNAPSHOT_STORE_KEY
+    from pytest_mmperf.glue.report_fixture import FIGURES_KEY
+    from pytest_mmperf.glue.xdist import LOST_KEY
+
+    config = pytester.parseconfigure("-p", "xdist")
+    controller = config.pluginmanager.get_plugin("mmperf-xdist-controller")
+    late = {"guards": [[5, "t.py::e", _result("t.py::e", "e1")],
+                       [5, "t.py::e", _result("t.py::e", "e2")]],
+            "figures": [[5, "t.py::e", {"kind": "claim", "nodeid": "t.py::e"}]],
+            "snapshots": [[5, "t.py::e", "shared", {"total_ops": 5}]]}
+    early = {"guards": [[1, "t.py::b", _result("t.py::b", "b1")]],
+             "figures": [[1, "t.py::b", {"kind": "note", "nodeid": "t.py::b"}]],
+             "snapshots": [[1, "t.py::b", "shared", {"total_ops": 1}],
+                           [1, "t.py::b", "only-b", {"total_ops": 2}]]}
+    controller.pytest_testnodedown(_worker("gw1", late), None)
+    controller.pytest_testnodedown(_worker("gw0", early), None)
+    controller.pytest_testnodedown(_worker("gw2", None), "[Errno 32] crashed")
+    assert [r.name for r in config.stash[RESULTS_KEY]] == ["b1", "e1", "e2"]
+    assert [f["kind"] for f in config.stash[FIGURES_KEY]] == ["note", "claim"]
+    assert config.stash[LOST_KEY] == [
+        "mmperf: xdist worker gw2 went down ([Errno 32] crashed) before handing over its guard "
+        "results, figures and snapshot updates: they are missing"]
+    controller.pytest_sessionfinish(session=None)
+    store = config.stash[SNAPSHOT_STORE_KEY]
+    assert store.cases == {"only-b": {"total_ops": 2}, "shared": {"total_ops": 5}}
+    assert not (pytester.path / SNAPSHOTS).exists()  # the session plugin saves, once
