@@ -3,7 +3,8 @@
 Installing the plugin must stay invisible to other test runs, so the lines appear only when a
 collected test uses an ``mmperf_*`` fixture (the guards and the report come through fixtures
 too). They are printed after collection (``pytest_report_collectionfinish``), the first moment
-the plugin knows what was collected. Under pytest-xdist the controller collects nothing: each
+the plugin knows what was collected, and follow pytest's rules for its own header: not with
+``-q`` or ``--no-header``. Under pytest-xdist the controller collects nothing: each
 worker computes the lines and the controller prints them once in its terminal summary
 (:mod:`pytest_mmperf.glue.xdist`). torch is described only when a collected test loads it
 through a fixture anyway.
@@ -31,8 +32,10 @@ def uses_mmperf(items: Sequence[pytest.Item]) -> bool:
 
 
 def header_lines(config: pytest.Config, items: Sequence[pytest.Item]) -> list[str]:
-    """The lines, or none when no collected test uses the plugin (or, under
-    ``--mmperf-baseline``, pytest-benchmark's fixture)."""
+    """The lines, or none when the header is off or no collected test uses the plugin (or,
+    under ``--mmperf-baseline``, pytest-benchmark's fixture)."""
+    if config.get_verbosity() < 0 or config.getoption("no_header", False):
+        return []
     s = cfg.get_settings(config)
     compared = []
     if s.baseline and any("benchmark" in getattr(i, "fixturenames", ()) for i in items):
@@ -47,8 +50,9 @@ def header_lines(config: pytest.Config, items: Sequence[pytest.Item]) -> list[st
         return "" if s.source(name) == "default" else f" ({s.source(name)})"
 
     run = ", performance run (--benchmark)" if s.benchmark else ""
-    lines = [*compared, f"mmperf: device={','.join(s.device)}{where('device')}, seed={s.seed}{where('seed')}, "
-             f"scale={s.scale}{where('scale')}{run}",
+    lines = [*compared,
+             f"mmperf: device={','.join(s.device)}{where('device')}, seed={s.seed}"
+             f"{where('seed')}, scale={s.scale}{where('scale')}{run}",
              "mmperf: replay with: pytest " + " ".join(s.replay_args())]
     if not any(TORCH_FIXTURES.intersection(getattr(i, "fixturenames", ())) for i in items):
         return lines

@@ -151,12 +151,14 @@ class ForkServer:
             proc.stdin.write(json.dumps(request) + "\n")
             proc.stdin.flush()
         except OSError as exc:
-            self._fail()
-            raise ForkServerError(f"the fork server stopped accepting work: {exc}") from exc
+            reason = f"the fork server stopped accepting work: {exc}"
+            self._fail(reason)
+            raise ForkServerError(reason) from exc
         child = self._read(30.0).get("child")
         if child is None:
-            self._fail()
-            raise ForkServerError("the fork server did not fork a worker")
+            reason = "the fork server did not fork a worker"
+            self._fail(reason)
+            raise ForkServerError(reason)
         return int(child)
 
     def run(self, argv: Sequence[str], *, env: Mapping[str, str], output: str,

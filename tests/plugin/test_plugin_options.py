@@ -200,6 +200,9 @@ def test_header_shows_settings_sources_and_replay_without_torch_details(
     ])
     # No test uses a fixture that loads torch: no torch-dependent lines.
     assert "mmperf devices:" not in result.stdout.str()
+    # pytest's rules for its header: none with -q or --no-header
+    for quiet in ("-q", "--no-header"):
+        assert "mmperf:" not in pytester.runpytest(quiet).stdout.str()
 
 
 def test_plugin_is_invisible_to_runs_that_do_not_use_it(pytester: pytest.Pytester) -> None:
