@@ -16,7 +16,9 @@ the test's error otherwise.
 from __future__ import annotations
 
 import os
+import re
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -441,9 +443,12 @@ class SideRun:
         if self.imports is not None and self.imports.missing:
             return "missing"
         rev_root = self.spec.rev_root or "\0"
-        if ("ImportError" in text or "AttributeError" in text) and (
-                rev_root in text or "at the baseline revision" in text):
-            return "missing"
+        if "ImportError" in text and (rev_root in text or "at the baseline revision" in text):
+            return "missing"  # cannot import name 'x' from 'pkg' (<REV's file>)
+        for module in re.findall(r"module '([\w.]+)' has no attribute", text):
+            file = getattr(sys.modules.get(module), "__file__", None) or ""
+            if file.startswith(rev_root):
+                return "missing"  # a function the working tree has and REV's module not
         return "error"
 
     # ------------------------------------------------------------------ hooks of the side

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mmperf.constants import DEFAULT_SNAPSHOTS
+from pytest_mmperf.constants import DEFAULT_SNAPSHOTS, SIDE_ENV
 from pytest_mmperf.glue import options as cfg
 from pytest_mmperf.timing.isolation import WORKER_ENV
 
@@ -65,7 +65,7 @@ def _check_output(settings: cfg.MmperfSettings, name: str, why_written: str = ""
 
 def check(config: pytest.Config, settings: cfg.MmperfSettings) -> None:
     """Raise ``pytest.UsageError`` for an unwritable output or an unusable snapshot file."""
-    if hasattr(config, "workerinput") or os.environ.get(WORKER_ENV):
+    if hasattr(config, "workerinput") or os.environ.get(WORKER_ENV) or os.environ.get(SIDE_ENV):
         return
     for name in ("json", "html"):
         if getattr(settings, name) is not None:

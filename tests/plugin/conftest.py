@@ -22,6 +22,7 @@ import torch._dynamo  # noqa: F401
 
 import pytest_mmperf.data.synthetic  # noqa: F401
 import pytest_mmperf.devices  # noqa: F401
+import pytest_mmperf.glue.baseline  # noqa: F401  (its stash keys must outlive inner runs)
 
 ROOT = Path(__file__).resolve().parents[2]
 # What the plugin's wheel is built from (pyproject's readme and license-files included).
