@@ -174,11 +174,12 @@ def _warm(work: Benchmarked, timer: BlockTimer, warmup_s: float, block_s: float)
 
 
 def serve(connection: SideConnection, work: Benchmarked, device: str = "cpu",
-          leaks: list[tuple[str, str]] | None = None) -> None:
+          leaks: list[tuple[str, str]] | None = None, timer: BlockTimer | None = None) -> None:
     """Warm ``work`` up, tell the parent, then answer its commands until it says stop.
 
     ``leaks``: repository modules REV's side loaded from the working tree; they are reported as
     an error instead of measuring (the comparison would otherwise measure the same code twice).
+    ``timer``: injectable for tests (default: a :class:`BlockTimer` on ``device``).
     """
     spec, channel = connection.spec, connection.channel
     if leaks:
@@ -190,7 +191,7 @@ def serve(connection: SideConnection, work: Benchmarked, device: str = "cpu",
         return
     import torch
 
-    timer = BlockTimer(device)
+    timer = BlockTimer(device) if timer is None else timer
     number = _warm(work, timer, spec.warmup_s, spec.block_s)
     connection.reported = True
     channel.send({"ready": True, "number": number, "threads": _threads()})
