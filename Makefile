@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.mmperf-installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv test bench perf-gate regression-proof lint clean
+.PHONY: venv test bench compare perf-gate regression-proof lint clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,16 @@ bench: $(STAMP)
 		--mmperf-json=.mmperf/report.json --mmperf-html=.mmperf/report.html \
 		--benchmark-json=.mmperf/benchmarks.json
 	@echo "mmperf report: $(CURDIR)/.mmperf/report.html (data: .mmperf/report.json)"
+
+# The regression suite's benchmarks and report families against BASE (any git revision) in the
+# same run: `make compare BASE=origin/main` (docs/across-commits.md). Without BASE: the merge base
+# with main (an A/A run on main itself).
+compare: $(STAMP)
+	@mkdir -p .mmperf
+	$(PY) -m pytest tests/perf --benchmark -p no:cacheprovider \
+		--mmperf-baseline=$(or $(BASE),$(shell git merge-base HEAD main 2>/dev/null || echo HEAD~1)) \
+		--mmperf-json=.mmperf/compare.json --mmperf-html=.mmperf/compare.html
+	@echo "mmperf comparison: $(CURDIR)/.mmperf/compare.html (data: .mmperf/compare.json)"
 
 # asv continuous between BASE (default: merge base with main, or HEAD~1) and HEAD; exits 1 on a
 # confirmed slowdown beyond the factor (tools/perf_gate.py, README "Tracking across commits").
