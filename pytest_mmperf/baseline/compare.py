@@ -83,7 +83,7 @@ def compare(start_pair: StartPair, *, revision: Revision, settings: CompareSetti
     question = RatioQuestion("not_slower", settings.tolerance, settings.confidence,
                              settings.tau_floor)
     label = _label(revision, name)
-    base: dict[str, Any] = dict(nodeid=nodeid, kind=KIND, name=name, metric="slowdown vs REV",
+    base: dict[str, Any] = dict(nodeid=nodeid, kind=KIND, name=name, metric="vs baseline",
                                 device=device, budget_s=settings.budget_s)
     started = time.perf_counter()
     processes: list[PairSamples] = []
