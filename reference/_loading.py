@@ -2,33 +2,16 @@
 
 Re-exported by :mod:`reference.preprocess`; this module imports only :mod:`reference._pixels`.
 
-* :class:`SeedDataset` + :func:`make_seed_loader`: the seed's ``OptimizedDataset`` and
-  ``DataLoader(batch_size=32, num_workers=4, pin_memory=True, persistent_workers=True)``:
-  every worker opens the file with PIL, decodes it at full size, converts to RGB, and runs the v1
-  Resize / ToTensor / Normalize, sending float32 images (4 bytes per value) back. Kept as
-  written, except that a file that cannot be decoded raises ValueError naming its index and path.
-  DataLoader workers build whole batches, so with 32 images and batch_size=32 one worker does
-  all the work and the other three idle.
+* :class:`SeedDataset` + :func:`make_seed_loader`: the seed's ``OptimizedDataset`` and its
+  ``DataLoader(batch_size=32, num_workers=4, pin_memory=True, persistent_workers=True)``, kept as
+  written: full-size decode and float32 images (4 bytes per value) sent back by the workers.
 * :class:`FastJpegDataset` + :func:`make_fast_loader` (-> :class:`FastLoader`): decode straight
-  to a reduced size (Pillow ``Image.draft("RGB", (S, S))``: libjpeg's DCT scaling by 1/2, 1/4
-  or 1/8, chosen so both sides stay >= S), resize the decoded image's own 4-byte pixels on
-  uint8 (:func:`reference._pixels.resize_into`, no unpacking), return uint8 (3, S, S); workers
-  run with one torch thread each; a batch is split into one chunk per worker so every core
-  works on it; the main process writes each uint8 chunk into its slice of the output with the
-  fused normalise (on the device if one is given; the uint8 chunks are what is pinned and
-  copied). ``num_workers`` defaults to the cores available.
+  to a reduced size (Pillow ``draft``), resize Pillow's own 4-byte pixels on uint8 straight into
+  the batch buffer, one contiguous chunk of each batch per worker, and the fused normalise into
+  each chunk's slice of the output batch.
 
-Why these choices (measurements per machine: README, ``tools/measure_preprocess.py loader``):
-entropy decoding, which DCT scaling cannot skip, is most of a JPEG's decode, so ``draft`` saves
-a part of the decode, not 4x; it also leaves the resize a 2-4x smaller image. Pillow's decoder
-with ``draft`` and ``torchvision.io.decode_jpeg`` (full size only: it has no DCT scaling) decode
-these files at about the same speed, and ``draft`` leaves less to resize, so Pillow is kept.
-Quality against the naive full decode is tested (PSNR >= 30 dB). More workers than cores only
-oversubscribe them; with no free core the workers cannot run in parallel and the gain falls to
-the per-image work ratio.
-
-``torch.set_num_threads(1)`` in the workers (``worker_init_fn``) is explicit here although
-torch's worker loop does the same, so the choice is visible where the loader is built.
+Why Pillow's ``draft`` rather than ``torchvision.io.decode_jpeg``, and why threads rather than
+worker processes, with the measurements per machine: docs/preprocessing.md#the-disk-pipeline.
 """
 
 from __future__ import annotations
@@ -124,7 +107,12 @@ def make_seed_loader(paths: Sequence[str | os.PathLike[str]], captions: Sequence
                      batch_size: int = 32, num_workers: int = 4, pin_memory: bool = True,
                      persistent_workers: bool = True) -> DataLoader[Any]:
     """The seed's DataLoader over :class:`SeedDataset`; batches are [float32 (B, 3, 224, 224),
-    list of B captions]. (pin_memory=True warns and does nothing without an accelerator.)"""
+    list of B captions]. (pin_memory=True warns and does nothing without an accelerator.)
+
+    Kept as written, except that a file that cannot be decoded raises ValueError naming its
+    index and path. DataLoader workers build whole batches, so with 32 images and
+    ``batch_size=32`` one worker does all the work and the other three idle.
+    """
     return DataLoader(SeedDataset(paths, captions), batch_size=batch_size,
                       num_workers=num_workers, pin_memory=pin_memory,
                       persistent_workers=persistent_workers)
@@ -134,7 +122,8 @@ class FastJpegDataset(Dataset[tuple[torch.Tensor, str]]):
     """Item i -> (uint8 (3, size, size), caption i): reduced-size decode, uint8 resize.
 
     reduce: decode JPEGs at 1/2, 1/4 or 1/8 scale when both sides stay >= size (False: full
-    decode). resize_backend: "auto", "tv" or "pil" (:func:`resize_uint8`). The tensor may have
+    decode); the quality against the full decode is tested (PSNR >= 30 dB).
+    resize_backend: "auto", "tv" or "pil" (:func:`resize_uint8`). The tensor may have
     channels-last strides. Errors: see :func:`open_rgb`.
     """
 
@@ -172,7 +161,12 @@ def _collate(items: list[tuple[torch.Tensor, str]]) -> list[Any]:
 
 
 def worker_init(worker_id: int) -> None:
-    # Each worker is one process per core: intra-op threads on top would oversubscribe.
+    """``worker_init_fn`` of the process workers: one torch intra-op thread per worker.
+
+    Each worker is one process per core, so intra-op threads on top would oversubscribe the
+    cores. torch's worker loop sets the same; it is explicit here so that the choice is visible
+    where the loader is built.
+    """
     torch.set_num_threads(1)
 
 
@@ -262,7 +256,8 @@ class FastLoader:
             yield from self._process_batches(chunks, on_device, fmt)
         except Exception:
             # A worker's error (a bad file) ends the epoch: stop its workers now, not when the
-            # garbage collector finds the iterator held by the traceback (10 s of joins seen).
+            # garbage collector finds the iterator held by the traceback (each worker's join
+            # would then wait out its timeout, in whatever test runs next).
             if not self.loader.persistent_workers:
                 shutdown = getattr(chunks, "_shutdown_workers", None)
                 if shutdown is not None:
@@ -349,6 +344,8 @@ def make_fast_loader(paths: Sequence[str | os.PathLike[str]], captions: Sequence
     """The corrected loader: :class:`FastJpegDataset`'s work on workers, fused normalise.
 
     num_workers: None -> the cores available (``os.sched_getaffinity``); 0 -> calling thread.
+    More workers than cores only oversubscribe them; with no free core the workers cannot run in
+    parallel and the gain falls to the per-image work ratio.
     worker_type: "thread" (a thread pool in this process, the default) or "process"
     (DataLoader worker processes); see :class:`FastLoader`. persistent_workers: processes only.
     pin_memory: None -> pin only when `device` is CUDA. device: None keeps batches on the CPU.

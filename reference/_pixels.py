@@ -7,8 +7,7 @@ v1 transform, the uint8 resize (:func:`resize_uint8`, :func:`resize_into`), the 
 This module imports neither of them, so neither imports the other through it (no cycle).
 
 Profiler labels (``torch.profiler.record_function``, read by ``pytest_mmperf.report.stages``) are
-made
-by :func:`stage`: ``mmperf::decode`` (file -> pixels), ``mmperf::convert`` (PIL mode -> RGB,
+made by :func:`stage`: ``mmperf::decode`` (file -> pixels), ``mmperf::convert`` (PIL mode -> RGB,
 PIL -> uint8 tensor; ``ToTensor`` in the naive loop), ``mmperf::resize``, ``mmperf::collate``
 (stack / copy into the batch buffer), ``mmperf::normalize`` (uint8 -> float and the multiply-add),
 ``mmperf::transfer`` (copy to the device).
@@ -58,11 +57,11 @@ def stage(name: str) -> AbstractContextManager[Any]:
     """The profiler label of stage `name` (``mmperf::<name>``), or nothing while no profiler
     runs on this thread.
 
-    Why: an idle ``record_function`` still costs about 5 us to enter and leave, and the batched
-    path labels every image: 18 labels made an 8-image batch (2.2 ms) 4 % slower than the same
-    work without them, which was most of what the overhead guard in tests/perf measured.
-    The check is torch's per-thread profiler state: pool threads, whose ranges a profiler
-    started on the calling thread did not record (torch 2.14, CPU), label nothing.
+    Why: an idle ``record_function`` still costs microseconds to enter and leave, and the
+    batched path labels every image, enough to show in the overhead guard of tests/perf
+    (docs/preprocessing.md#stage-labels). The check is torch's per-thread profiler state: pool
+    threads, whose ranges a profiler started on the calling thread does not record (torch 2.14,
+    CPU), label nothing.
     """
     if not _profiler_enabled():
         return nullcontext()
@@ -177,7 +176,7 @@ def resize_uint8(image: Image.Image | torch.Tensor, size: int, backend: str = "t
 
 # The op interpolate(mode="bilinear", antialias=True) runs, through its generated Python binding:
 # unlike torch.ops.aten (which keeps the GIL during the call), it releases the GIL, so pool
-# threads resize in parallel; through torch.ops two threads were no faster than one.
+# threads resize in parallel (through torch.ops, two threads are no faster than one).
 _UPSAMPLE_AA_OUT = torch._C._nn._upsample_bilinear2d_aa
 
 
@@ -271,9 +270,9 @@ def normalize_uint8(
     change) and one in-place ``addcmul`` follows: one pass each. Its scale and bias are not
     (1, 3, 1, 1) but repeated along a row of W pixels in the output's memory layout: torch's
     CPU loops are vectorised only while at most one input is broadcast along the innermost
-    dimension, and with two (scale and bias) the ``addcmul`` falls back to a scalar loop,
-    several times slower than the rest; channels-last, that dimension would also be just the
-    3 channels. For the same reason a channels-last output is converted channel by channel
+    dimension, and with two (scale and bias) the ``addcmul`` falls back to a scalar loop
+    (docs/preprocessing.md#the-fused-normalise); channels-last, that dimension would also be
+    just the 3 channels. For the same reason a channels-last output is converted channel by channel
     (a single ``copy_`` would loop over runs of 3 values). The multiply-add is fused (rounded
     once) either way: the values are those of the broadcast ``addcmul``, bit for bit.
     bfloat16/float16 outputs go through a float32 buffer on the CPU (torch would compute a

@@ -2,48 +2,14 @@
 
 Private helper of :mod:`reference.attention`; everything here works on tensors that are
 already projected and split into heads: ``q`` (B, H, N_q, d), ``k``/``v`` (B, H, N_kv, d).
+One window definition (:func:`window_bounds`, :func:`window_center`) serves every
+implementation and the FLOP count.
 
-Window semantics (one definition, used by every implementation and by the FLOP count):
-
-* A window of ``w`` keys spans ``left = (w - 1) // 2`` keys before the query's centre and
-  ``right = w // 2`` keys after it, so it holds exactly ``w`` keys away from the edges
-  (``w = 1``: only the centre; even ``w``: one more key after than before). Near the edges the
-  window is clipped, never shifted, so edge queries see fewer keys.
-* Self-attention over a joint sequence (N_q == N_kv): the centre of query ``i`` is key ``i``.
-* Cross-attention (N_q != N_kv): positions are aligned proportionally, the centre of query ``i``
-  is key ``floor((i + 0.5) * N_kv / N_q)``, i.e. both sequences are read as samplings of the
-  same interval. That suits aligned streams (audio frames vs. video frames); for text queries
-  over image patches it is a structural sparsity pattern, not a semantic one.
-* A window of ``w >= 2 * N_kv - 1`` covers every key for every query: the result then equals
-  dense attention (tested).
-
-Implementations (``impl``):
-
-* ``"blocked"``: queries are split into blocks of ``block_size`` rows; a block only sees the
-  keys between its first query's window start and its last query's window end (``span`` =
-  ``block_size + w - 1`` keys for self-attention, about ``block_size * N_kv / N_q + w`` for
-  cross-attention; self-attention spans are rounded up to a multiple of 16 keys, which the
-  fused CPU kernel runs 1.14x faster than 319). All blocks go to one
-  ``F.scaled_dot_product_attention`` call with a (block, span) boolean mask each,
-  so the fused CPU/GPU kernel does the work and never materialises scores. Work
-  O(N_q · (w + block_size)); extra memory O(N_q · span) bytes of mask (plus, for
-  cross-attention, the gathered key/value windows). At N = 4096, w = 256 and the default 32-row
-  blocks (288 keys each) the arithmetic ratio against dense attention is 4096 / 288 = 14.2x;
-  the measured ratio is lower (the fused kernel runs many small masked (block, span) tiles),
-  see the README table per machine. Blocks take SDPA's head dimension, so queries, key
-  windows and the output are views of the (B, H, N, d) tensors: no layout copies. An
-  explicit banded version (matmul / additive band mask / softmax / matmul on the same
-  windows) was measured slower than this one on the 2-core EPYC runner, and splitting each
-  window into an unmasked middle (64 x 192) and two causal 64 x 64 triangles took 33 ms
-  against 25 ms on the Xeon, so the fused, masked kernel stays.
-* ``"flex"``: ``torch.compile(flex_attention)`` with a ``create_block_mask`` block mask: the
-  fused kernel skips fully-masked 128x128 tiles. Default on CUDA. On CPU it works, but the
-  first call compiles for tens of seconds and its steady state was slower than ``"blocked"``
-  on the CPUs measured so far, so ``"auto"`` keeps CPUs on ``"blocked"``. torch has no CPU
-  backward for FlexAttention: on CPU both flex variants are forward-only (use ``torch.no_grad()``).
-* ``"flex_eager"``: ``flex_attention`` without compilation. It materialises the full score
-  matrix (O(N_q · N_kv): seconds at N=4096), so it is only a cross-check of the mask
-  definition in tests, never a fast path.
+Implementations (``impl``, chosen by :func:`resolve_impl`): ``"blocked"`` (query blocks with
+their key spans in one masked ``F.scaled_dot_product_attention`` call: the fused kernel does the
+work and never materialises scores), ``"flex"`` (compiled FlexAttention, the default on CUDA) and
+``"flex_eager"`` (a cross-check of the mask in tests, never a fast path). Why the blocked kernel
+has the shape it has, with the measurements: docs/local-attention.md.
 
 Rows whose window holds only padded keys produce zeros (the convention of
 ``F.scaled_dot_product_attention`` and ``flex_attention``), never NaN.
@@ -72,13 +38,26 @@ def check_window(window: object, where: str = "window") -> int:
 
 
 def window_bounds(window: int) -> tuple[int, int]:
-    """Keys before and after the centre: ``((w - 1) // 2, w // 2)``; they sum to ``w - 1``."""
+    """Keys before and after the centre: ``((w - 1) // 2, w // 2)``; they sum to ``w - 1``.
+
+    So a window holds exactly ``w`` keys away from the edges (``w = 1``: only the centre; even
+    ``w``: one more key after than before). Near the edges the window is clipped, never shifted,
+    so edge queries see fewer keys. A window of ``w >= 2 * N_kv - 1`` covers every key for every
+    query: the result then equals dense attention (tested).
+    """
     check_window(window)
     return (window - 1) // 2, window // 2
 
 
 def window_center(i: int, n_q: int, n_kv: int) -> int:
-    """Centre key of query ``i``: ``floor((i + 0.5) * n_kv / n_q)`` (``i`` itself when equal)."""
+    """Centre key of query ``i``: ``floor((i + 0.5) * n_kv / n_q)`` (``i`` itself when equal).
+
+    Self-attention over a joint sequence (``n_q == n_kv``): the centre of query ``i`` is key
+    ``i``. Cross-attention: positions are aligned proportionally, both sequences read as
+    samplings of the same interval. That suits aligned streams (audio frames against video
+    frames); for text queries over image patches it is a structural sparsity pattern, not a
+    semantic one.
+    """
     return ((2 * i + 1) * n_kv) // (2 * n_q)
 
 
@@ -108,7 +87,18 @@ def local_pair_count(n_q: int, n_kv: int, window: int) -> int:
 
 def resolve_impl(impl: str, device: torch.device) -> str:
     """Map ``"auto"`` to ``"flex"`` on CUDA (where FlexAttention compiles to a fused kernel)
-    and to ``"blocked"`` elsewhere; validate explicit choices."""
+    and to ``"blocked"`` elsewhere; validate explicit choices.
+
+    * ``"blocked"``: :func:`_local_blocked`. Work O(N_q · (w + block_size)); extra memory
+      O(N_q · span) bytes of mask (plus, for cross-attention, the gathered key/value windows).
+    * ``"flex"``: ``torch.compile(flex_attention)`` with a ``create_block_mask`` block mask; the
+      fused kernel skips fully-masked 128x128 tiles. On CPU it works, but its first call
+      compiles for a long time and its steady state is slower than ``"blocked"``
+      (docs/local-attention.md#design-choices), so ``"auto"`` keeps CPUs on ``"blocked"``. torch
+      has no CPU backward for FlexAttention: on CPU both flex variants are forward-only.
+    * ``"flex_eager"``: ``flex_attention`` without compilation. It materialises the full
+      (N_q, N_kv) score matrix per head, so it only cross-checks the mask definition in tests.
+    """
     if impl not in LOCAL_IMPLS:
         raise ValueError(f"impl={impl!r} is not a local attention implementation; "
                          f"accepted: {', '.join(map(repr, LOCAL_IMPLS))}")
@@ -128,9 +118,9 @@ def _flex_importable() -> bool:
 
 # Query rows per block of the "blocked" implementation. A block computes (block + w - 1) keys
 # per query (rounded up to a multiple of 16) for w useful ones, so smaller blocks waste less
-# (1.125x at 32, w=256; 1.25x at 64; 1.5x at 128) but make more, smaller tiles. 32 was the
-# fastest of 16 / 32 / 64 / 128 at 4096 tokens on both CPUs measured (AVX2 EPYC, AVX512 Xeon);
-# the timings are in the README's tables.
+# (1.125x at 32, w=256; 1.25x at 64; 1.5x at 128) but make more, smaller tiles. 32 is the
+# fastest of 16 / 32 / 64 / 128 at 4096 tokens on the CPUs measured
+# (docs/local-attention.md#block-size).
 DEFAULT_BLOCK_SIZE = 32
 
 
@@ -142,7 +132,7 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: i
 
     Args:
         q: (B, H, N_q, d) queries. k, v: (B, H, N_kv, d) keys and values.
-        window: keys per query (see the module docstring for centres and clipping).
+        window: keys per query (centres and clipping: :func:`window_bounds`, :func:`window_center`).
         key_padding_mask: optional (B, N_kv) bool, True = ignore that key.
         block_size: query rows per block of the ``"blocked"`` implementation.
         impl: one of :data:`LOCAL_IMPLS`.
@@ -181,12 +171,17 @@ def _local_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: in
     """Banded attention: query blocks become the "heads" of one SDPA call whose batch entries
     are the (batch, head) pairs, each block paired with a window of ``span`` keys and a
     (block, span) mask (blocks go to the batch dimension instead when padding differs between
-    batch entries).
+    batch entries). q (B, H, N_q, d), k and v (B, H, N_kv, d) -> (B, H, N_q, d).
 
-    One large call rather than a Python loop of small ones: a loop of 32 calls was as fast on
-    an idle 2-core machine but 2x slower when other processes competed for the two cores
-    (every call is an OpenMP barrier that waits for a descheduled thread). For
-    self-attention the key windows are strided views (``unfold``) of the padded keys, so no
+    A block sees the keys from its first query's window start to its last query's window end:
+    ``span = block + w - 1`` keys for self-attention (rounded up to a multiple of 16), about
+    ``block * N_kv / N_q + w`` for cross-attention. At N = 4096, w = 256 and 32-row blocks
+    (288 keys) the arithmetic ratio against dense attention is 4096 / 288 = 14.2x; the measured
+    one is lower, since the fused kernel runs many small masked tiles.
+
+    One large call rather than a Python loop of small ones: under contention every call is an
+    OpenMP barrier that waits for a descheduled thread (docs/local-attention.md#design-choices).
+    For self-attention the key windows are strided views (``unfold``) of the padded keys, so no
     (N/block) x span copy is made; for cross-attention block starts are not evenly spaced and
     the windows are gathered (a copy of N_q/block x span keys).
     """
@@ -200,7 +195,7 @@ def _local_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: in
 
     if n_q == n_kv:  # self-attention: block j sees keys [j*block - left, (j+1)*block + right)
         # Rounded up to a multiple of 16 keys (the mask drops the extra ones): the fused CPU
-        # kernel's tiles are SIMD-width multiples, and 64 x 319 ran 1.14x slower than 64 x 320.
+        # kernel's tiles are SIMD-width multiples (docs/local-attention.md#design-choices).
         span = _round_up(block + left + right, _SPAN_MULTIPLE)
         pad_r = (n_blocks - 1) * block + span - left - n_kv
         key_pos = (torch.arange(n_blocks, device=dev) * block - left)[:, None] \
@@ -240,7 +235,7 @@ def _local_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: in
         # Blocks go in SDPA's head dimension and (batch, head) pairs in its batch dimension:
         # q is a view, the windows are views (self-attention), one (nb, block, span) mask
         # serves every head, and the output is (B, H, N, d) already, with no copy back
-        # (1.1x at 4096 tokens against blocks in the batch dimension on the 2-core Xeon).
+        # (docs/local-attention.md#design-choices).
         if keep_w is not None:
             mask = mask & keep_w[0][:, None, :]
         out = F.scaled_dot_product_attention(
@@ -266,8 +261,8 @@ def _local_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: in
 
 @functools.lru_cache(maxsize=16)
 def _cached_block_mask(n_q: int, n_kv: int, window: int, device: str) -> Any:
-    # create_block_mask is slow at 4096x4096 on a CPU (about a second): reuse it when no
-    # padding is given.
+    # create_block_mask evaluates the mask over the whole (n_q, n_kv) grid, slow at 4096 x 4096
+    # on a CPU: reuse it when no padding is given.
     return _make_block_mask(n_q, n_kv, window, None, torch.device(device))
 
 

@@ -3,27 +3,16 @@
 * :class:`SeedCrossAttention`: the article's module verbatim (the "before"); see its defects.
 * :class:`SeedSparseAttention`: the article's "optimised" ``SparseAttention`` verbatim: dense
   ``nn.MultiheadAttention`` with ``need_weights=True`` and dropout 0.1; see its defects.
-* :func:`cross_attention` / :class:`CrossAttention`: text queries over image keys/values with
-  separate projections, heads, 1/sqrt(d_head) scaling, a key padding mask and an output
-  projection. Three backends compute the same maths from the same parameters:
-  ``"math"`` (explicit matmul, softmax, matmul: the obviously correct reference), ``"sdpa"``
-  (``F.scaled_dot_product_attention``) and ``"mha"`` (``F.multi_head_attention_forward``, the
-  function behind ``nn.MultiheadAttention``, with ``need_weights=False``).
-* :class:`SelfAttention`: the same over one joint sequence (see :func:`joint_sequence`).
-* :class:`LocalAttention`: genuinely sparse sliding-window attention, O(N·w) time and memory
-  (implementation and window semantics in :mod:`reference._sparse`).
+* :func:`cross_attention` / :class:`CrossAttention`: text queries over image keys/values. Three
+  backends compute the same maths from the same parameters (:class:`AttentionWeights`):
+  ``"math"`` (explicit matmul, softmax, matmul: the obviously correct reference, kept next to
+  the fused paths), ``"sdpa"`` (``F.scaled_dot_product_attention``) and ``"mha"``
+  (``F.multi_head_attention_forward``, the function behind ``nn.MultiheadAttention``, with
+  ``need_weights=False``).
+* :class:`SelfAttention`: the same over one joint sequence (:func:`joint_sequence`).
+  :class:`LocalAttention`: genuinely sparse sliding-window attention, O(N·w) time and memory
+  (:mod:`reference._sparse`).
 * :func:`attention_flops`, :func:`autocast_context`.
-
-Profiler labels (``torch.profiler.record_function``): ``mmperf::projections``,
-``mmperf::scores``, ``mmperf::softmax``, ``mmperf::weighted_sum``, ``mmperf::output``. Fused
-kernels cannot be split, so ``"sdpa"`` and the local variant label scores + softmax + weighted
-sum as one ``mmperf::attention`` range, and ``"mha"`` labels its whole call (projections and
-output included) ``mmperf::attention``.
-
-Parameter layout, shared by every corrected module so that state dicts move between them:
-``q_proj`` (D -> D, applied to text), ``kv_proj`` (D -> 2D, applied to image; rows [:D] are
-keys, rows [D:] values) and ``out_proj`` (D -> D). Stacking ``q_proj.weight`` over
-``kv_proj.weight`` gives exactly ``nn.MultiheadAttention.in_proj_weight``.
 
 Bad inputs raise ``ValueError`` naming the shapes or values and what is accepted. Inputs are
 never modified. Rows whose keys are all padded return the output-projection bias in every
@@ -107,13 +96,11 @@ class SeedSparseAttention(nn.Module):
     3. **Dropout 0.1 on the attention weights in training mode:** training steps are not
        deterministic and differ from ``eval()``. It also keeps training off the fused path even
        with ``need_weights=False``: the CPU SDPA kernel has no dropout, so SDPA falls back to
-       explicit maths (self-attention forward + backward in ``train()``, 1x N x 32, 4 heads:
-       memory exponent 1.97 with or without weights; in ``eval()`` 1.97 with, ~1.0-1.3 without).
+       explicit maths: memory quadratic in N in ``train()`` with or without weights, in
+       ``eval()`` only with them.
 
-    Cost of need_weights=True measured here (2-core AMD EPYC, shared; ratio of medians of 9
-    interleaved pairs): 1.15x (1.00-1.52) for CLIP-sized cross-attention inference (4 x 77
-    text over 577 image tokens, D=768, 12 heads), 1.42x (0.50-3.01) for self-attention forward +
-    backward at N=1024 in ``eval()``.
+    What need_weights=True costs, and the memory exponents:
+    docs/reference-results.md#the-seeds-sparse-attention.
 
     Parameters: ``attention.in_proj_weight`` (3D, D) = [W_q; W_k; W_v] and ``attention.out_proj``,
     the layout :meth:`CrossAttention.to_multihead_attention` produces.
@@ -134,7 +121,13 @@ class SeedSparseAttention(nn.Module):
 
 
 class AttentionWeights(NamedTuple):
-    """Parameters of the corrected attention (see the module docstring for the layout)."""
+    """Parameters of the corrected attention, shared by every corrected module.
+
+    Module names: ``q_proj`` (D -> D, applied to text), ``kv_proj`` (D -> 2D, applied to image;
+    rows [:D] are keys, rows [D:] values) and ``out_proj`` (D -> D), so state dicts move between
+    the corrected modules. Stacking ``q_proj.weight`` over ``kv_proj.weight`` gives exactly
+    ``nn.MultiheadAttention.in_proj_weight``.
+    """
 
     q_weight: torch.Tensor  # (D, D): text -> queries
     q_bias: torch.Tensor | None  # (D,)
@@ -226,6 +219,12 @@ def cross_attention(text: torch.Tensor, image: torch.Tensor, weights: AttentionW
     Returns:
         (B, N_txt, D). Text padding needs no mask: every query row is computed independently,
         so padded text positions never change the outputs of real ones.
+
+    Profiler labels (``torch.profiler.record_function``): ``mmperf::projections``,
+    ``mmperf::scores``, ``mmperf::softmax``, ``mmperf::weighted_sum``, ``mmperf::output``.
+    Fused kernels cannot be split, so ``"sdpa"`` and the local variant label scores + softmax +
+    weighted sum as one ``mmperf::attention`` range, and ``"mha"`` labels its whole call
+    (projections and output included) ``mmperf::attention``.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not supported; accepted: "

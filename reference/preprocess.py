@@ -1,64 +1,20 @@
 """Image preprocessing from the seed article: the naive loop, the seed's "optimisation", the fix.
 
-Every pipeline maps B RGB images of any size to one normalised batch (B, 3, S, S), S = 224:
-antialiased resize to (S, S) (aspect ratio not kept, as in the seed), scale to [0, 1],
-ImageNet mean/std normalisation.
+Every pipeline maps B RGB images of any size (what is accepted: :func:`check_images`) to one
+normalised batch (B, 3, S, S), S = 224: antialiased resize to (S, S) (aspect ratio not kept, as
+in the seed), scale to [0, 1], ImageNet mean/std normalisation.
 
-* :class:`NaivePreprocessor`: the seed's code, v1 ``Compose([Resize((224, 224),
-  antialias=True), ToTensor(), Normalize(mean, std)])`` image by image in a Python loop, then
-  ``torch.stack``. The seed writes ``transforms.Resize((224, 224)), antialias=True)``, a syntax
-  error; the only fix is the parenthesis.
-* :class:`SeedOptimizedPreprocessor`: the per-image transform of the seed's ``OptimizedDataset``
-  (the same Compose without ``antialias=True``). On PIL images it computes exactly what the
-  naive loop computes (v1 ``Resize`` always antialiases PIL images): the seed's only change is
-  moving the work into DataLoader workers (:mod:`reference._loading`); in memory it gains nothing.
-* :func:`batched_preprocess` / :class:`BatchedPreprocessor`: the fix, which does only the work
-  the result needs, each piece once:
+* :class:`NaivePreprocessor`: the seed's v1 ``Compose`` image by image, then ``torch.stack``.
+* :class:`SeedOptimizedPreprocessor`: the per-image transform of the seed's ``OptimizedDataset``;
+  on PIL images it computes exactly what the naive loop computes.
+* :func:`batched_preprocess` / :class:`BatchedPreprocessor`: the fix, which does each piece of
+  work once: Pillow's own 4-byte pixels read in place (:mod:`reference._arrow`), resized on uint8
+  straight into one (B, S, S, 4) batch buffer, and one fused normalise (:func:`normalize_uint8`)
+  per contiguous chunk of images, one chunk per pool thread.
 
-  1. **No unpacking.** Pillow keeps RGB pixels as 4 bytes (R, G, B, padding); ``np.asarray`` /
-     ``tobytes`` repack them into 3-byte pixels, a full copy through Pillow's per-pixel unpacker
-     that used to cost as much as the resize. The fast path reads Pillow's own memory through
-     the Arrow C data interface (:mod:`reference._arrow`, zero copy) and resizes it as a
-     4-channel channels-last uint8 image: torch's AVX uint8 antialiased kernel works on 4-byte
-     pixels anyway (3-channel input is packed to 4 bytes first), so the 4th channel is free.
-  2. **Resize straight into the batch.** Each image is resized (uint8, antialiased, the op that
-     ``interpolate(antialias=True)`` runs) directly into its slot of one preallocated uint8
-     (B, S, S, 4) buffer: no per-image temporary, no copy.
-  3. **One fused normalise** over the (B, 3, S, S) view of channels 0..2
-     (:func:`normalize_uint8`): uint8 -> float and the multiply-add in one pass each.
-
-  With more than one core, the batch is split into one contiguous chunk of images per pool
-  thread; each thread resizes its images and then normalises its chunk (one fused normalise per
-  chunk, on pixels still in its cache), with torch limited to one intra-op thread on that
-  thread (the resize of one image barely scales with OpenMP threads, and an OpenMP team per
-  pool thread would oversubscribe the cores). On a shared machine this also replaces an OpenMP
-  barrier per op (each a scheduler quantum when a thread is descheduled) by one join. Where the
-  export is unavailable (old Pillow, very large images stored in several blocks, tensors) an
-  image takes the previous path (unpack, resize, copy); the path taken per image is recorded in
-  :attr:`BatchedPreprocessor.last_paths`, and :attr:`BatchedPreprocessor.strategy` names the
-  choice made for this machine, so a report can show it.
-
-Accepted images (both pipelines accept and convert the same inputs, identically):
-
-* ``PIL.Image.Image`` in mode RGB as is; modes 1, L, LA, La, P, PA, RGBA, RGBa, RGBX, CMYK and
-  YCbCr are converted with ``Image.convert("RGB")`` (grey -> three equal channels, palette ->
-  its colours, alpha is dropped, as ``Image.open(path).convert("RGB")`` in the seed's dataset
-  does). 16-bit, 32-bit and float modes (I;16*, I, F) are rejected: Pillow would clip them.
-* ``torch.Tensor`` of dtype uint8, shape (3, H, W), on the CPU (any strides). The naive
-  pipelines turn it into a PIL image first (lossless), since the seed's ``ToTensor`` needs PIL.
-
-Anything else (an empty batch, a bare tensor or image instead of a list, a float tensor, a
-(1, H, W) or (4, H, W) tensor, a 16-bit image) raises TypeError/ValueError naming the item's
-index and what is accepted. Inputs are never modified.
-
-Profiler labels: see :mod:`reference._pixels`. Labels on pool threads are not counted by the
-stage breakdown, so with a pool the calling thread labels the whole parallel section
-``mmperf::resize+normalize`` (``mmperf::resize`` when the normalisation runs on a device); with
-``num_threads=1`` every stage has its own label. Measured timings per machine are in the
-README and come from ``tools/measure_preprocess.py``.
-
-The disk pipelines (``SeedDataset``, ``make_seed_loader``, ``FastJpegDataset``,
-``make_fast_loader``, ``FastLoader``) live in :mod:`reference._loading` and are re-exported here.
+Why each piece, and what it measured per machine: docs/preprocessing.md. The disk pipelines
+(``SeedDataset``, ``make_seed_loader``, ``FastJpegDataset``, ``make_fast_loader``,
+``FastLoader``) live in :mod:`reference._loading` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -136,7 +92,23 @@ def _check_item(item: Any, where: str) -> Image.Image | torch.Tensor:
 
 
 def check_images(images: Any, where: str = "images") -> list[Image.Image | torch.Tensor]:
-    """Validate a batch; returns RGB PIL images / uint8 (3, H, W) tensors (inputs untouched)."""
+    """Validate a batch; returns RGB PIL images / uint8 (3, H, W) tensors (inputs untouched).
+
+    Accepted items (every pipeline accepts and converts the same inputs, identically):
+
+    * ``PIL.Image.Image`` in mode RGB as is; modes 1, L, LA, La, P, PA, RGBA, RGBa, RGBX, CMYK
+      and YCbCr are converted with ``Image.convert("RGB")`` (grey -> three equal channels,
+      palette -> its colours, alpha dropped, as ``Image.open(path).convert("RGB")`` in the
+      seed's dataset does). 16-bit, 32-bit and float modes (I;16*, I, F) are rejected: Pillow
+      would clip them to 8 bits.
+    * ``torch.Tensor`` of dtype uint8, shape (3, H, W), on the CPU (any strides). The naive
+      pipelines turn it into a PIL image first (lossless), since the seed's ``ToTensor`` needs
+      PIL.
+
+    Anything else (an empty batch, a bare tensor or image instead of a list, a float tensor, a
+    (1, H, W) or (4, H, W) tensor, a 16-bit image) raises TypeError/ValueError naming the item's
+    index (``where[i]``) and what is accepted.
+    """
     if isinstance(images, (torch.Tensor, Image.Image, str, bytes)) or not isinstance(
         images, Sequence
     ):
@@ -154,10 +126,13 @@ def check_images(images: Any, where: str = "images") -> list[Image.Image | torch
 class NaivePreprocessor:
     """The seed's ``DataPreprocessor``: per-image v1 transforms in a Python loop, then stack.
 
-    ``__call__(images)`` / ``process_batch(images)``: list of B images (see the module
-    docstring) -> float32 (B, 3, 224, 224), normalised. The transforms of ``self.transform`` run
-    one by one only to label them (resize, convert = ToTensor, normalize); the result is the
-    Compose's.
+    ``Compose([Resize((224, 224), antialias=True), ToTensor(), Normalize(mean, std)])`` image by
+    image. The seed writes ``transforms.Resize((224, 224)), antialias=True)``, a syntax error;
+    the only fix is the parenthesis.
+
+    ``__call__(images)`` / ``process_batch(images)``: list of B images (:func:`check_images`)
+    -> float32 (B, 3, 224, 224), normalised. The transforms of ``self.transform`` run one by one
+    only to label them (resize, convert = ToTensor, normalize); the result is the Compose's.
     """
 
     _LABELS = ("resize", "convert", "normalize")
@@ -186,7 +161,12 @@ class NaivePreprocessor:
 
 class SeedOptimizedPreprocessor(NaivePreprocessor):
     """The per-image transform of the seed's ``OptimizedDataset`` (no ``antialias`` argument),
-    applied in memory in the same loop: float32 (B, 3, 224, 224). See the module docstring."""
+    applied in memory in the same loop: float32 (B, 3, 224, 224).
+
+    On PIL images it computes exactly what :class:`NaivePreprocessor` computes (v1 ``Resize``
+    always antialiases PIL images): the seed's only change is moving the work into DataLoader
+    workers (:mod:`reference._loading`), so in memory it gains nothing.
+    """
 
     def __init__(self) -> None:
         super().__init__(antialias=False)
@@ -247,7 +227,7 @@ def _run(opts: Options, images: Sequence[Any], paths: Counter[str] | None = None
                     normalize_uint8(pixels[lo:hi], opts.dtype, opts.channels_last, opts.mean,
                                     opts.std, out=out[lo:hi])
 
-        with stage("resize" if out is None else "resize+normalize"):  # see the module docstring
+        with stage("resize" if out is None else "resize+normalize"):  # see BatchedPreprocessor
             for _ in pool(threads).map(chunk, split(n, threads)):
                 pass
     if paths is not None:
@@ -293,7 +273,9 @@ def batched_preprocess(
     resize_backend: "auto" (torch's uint8 resize where it is native, see
     :func:`reference._pixels.auto_backend`, else Pillow), "tv" or "pil".
     num_threads: threads resizing images (None: the cores available, at most B; 1: the calling
-    thread only); each runs torch with one intra-op thread.
+    thread only); each resizes and normalises a contiguous chunk of images with one torch
+    intra-op thread (why: :mod:`reference._threads`), and one join replaces an OpenMP barrier
+    per op.
     zero_copy: read Pillow's pixels in place (:mod:`reference._arrow`) where possible; False
     forces the unpack-then-resize path (an ablation: same values, slower).
     """
@@ -307,7 +289,14 @@ class BatchedPreprocessor:
 
     ``__call__(images)``: list of B images -> (B, 3, size, size) in `dtype` on `device`.
     ``last_paths``: how many images of the last call took each path of
-    :func:`reference._pixels.resize_into` (``"rgbx"``, ``"pil"``, ``"hwc"``).
+    :func:`reference._pixels.resize_into` (``"rgbx"``; ``"pil"``; ``"hwc"`` where the zero-copy
+    export is unavailable: old Pillow, very large images stored in several blocks, tensors).
+    :attr:`strategy` names the choices made for this machine, so a report can show them.
+
+    Profiler labels (:func:`reference._pixels.stage`): labels on pool threads are not recorded
+    by a profiler started on the calling thread, so with a pool the calling thread labels the
+    whole parallel section ``mmperf::resize+normalize`` (``mmperf::resize`` when the
+    normalisation runs on a device); with ``num_threads=1`` every stage has its own label.
     """
 
     def __init__(

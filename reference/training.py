@@ -1,46 +1,17 @@
 """The seed's training side: a small image-text model, a mixed-precision step, its loader.
 
-* :class:`ModelConfig` + :class:`ImageTextModel`: patch embedding and ``image_layers`` pre-norm
-  transformer blocks over the image, token embedding and ``text_layers`` blocks over the text,
-  ``fusion_layers`` blocks in which text tokens cross-attend to image tokens, and two losses:
-  CLIP's symmetric InfoNCE on the pooled, projected embeddings (learnable temperature, CLIP's
-  init 1/0.07) and image-text matching (ITM): the fused text of each pair, and of the same text
-  with the next image of the batch (``roll(1)``, a negative), classified matched / not matched.
-  ``backend`` selects the kernel of **every** attention layer (image and text self-attention and
-  the fusion), so the sequence-length behaviour of the backend is the model's:
-
-  =============== ===================================================== ==================
-  backend         attention layers                                      training memory
-  =============== ===================================================== ==================
-  ``math``        :class:`~reference.attention.CrossAttention`,          O(N²): scores kept
-                  explicit matmul / softmax / matmul                     for backward
-  ``sdpa``        same parameters, ``F.scaled_dot_product_attention``    O(N): flash fwd+bwd
-  ``mha``         same parameters, ``F.multi_head_attention_forward``    O(N): SDPA inside
-                  with ``need_weights=False``
-  ``local``       :class:`~reference.attention.LocalAttention`, window   O(N·w)
-                  ``config.window`` (truly sparse)
-  ``seed_sparse`` the article's :class:`~reference.attention.             O(N²): weights
-                  SeedSparseAttention` (need_weights=True, dropout 0.1)  materialised
-  =============== ===================================================== ==================
-
-  ``math`` / ``sdpa`` / ``mha`` compute the same function of the same parameters. ``local``
-  equals them when ``window >= 2 * N - 1`` for the longest sequence (every key in every window).
-  ``seed_sparse`` has the same maths as ``mha`` except dropout 0.1 on the attention weights in
-  ``train()`` mode: in ``eval()`` mode (or with its dropout set to 0) it equals ``mha``. Its
-  parameters are packed (``in_proj_weight``): :meth:`ImageTextModel.with_backend` and
-  :func:`canonical_tensors` convert between the layouts, so every backend starts from the same
-  weights and gradients compare name by name.
+* :class:`ModelConfig` + :class:`ImageTextModel`: a CLIP-style dual encoder (image and text
+  transformer blocks) with fusion blocks in which text tokens cross-attend to image tokens,
+  trained with CLIP's contrastive loss plus image-text matching. ``backend`` selects the kernel
+  of **every** attention layer, so the sequence-length behaviour of the backend (O(N²) memory
+  for explicit attention, O(N) for the fused kernels, O(N·w) for ``local``) is the model's.
 * :func:`train_step`: one optimisation step in ``"fp32"``, ``"bf16"`` (``torch.autocast``) or
   ``"fp16"`` (autocast + ``torch.amp.GradScaler``; CUDA only), labelled for the profiler as
   ``mmperf::optimizer`` (zero_grad, step, scaler update), ``mmperf::forward``, ``mmperf::backward``.
 * :func:`run_loader_training`: a loader feeding :func:`train_step` for N steps; images/s end to
   end and the data-stall fraction (:class:`LoaderTrainingResult`).
 
-Default widths (``ModelConfig()``): 224 px images in 32 px patches (49 image tokens), D=128,
-4 heads of 32, MLP 4·D, 2 image + 2 text + 1 fusion layers, 32 text tokens, vocabulary 4096:
-~1.95 M parameters. One fp32 ``sdpa`` step at batch 32 with AdamW took 0.1-0.25 s on the 2-core
-development machine when it was quiet, up to ~1 s while two other jobs ran (ratios and guards:
-``tests/perf/test_training.py``).
+What a step costs per machine: docs/reference-results.md#the-training-steps-cost.
 """
 
 from __future__ import annotations
@@ -70,7 +41,11 @@ __all__ = ["PRECISIONS", "TRAIN_BACKENDS", "ImageTextModel", "LoaderTrainingResu
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Widths of :class:`ImageTextModel` (validated on construction: ValueError)."""
+    """Widths of :class:`ImageTextModel` (validated on construction: ValueError).
+
+    The defaults: 224 px images in 32 px patches (49 image tokens), D=128, 4 heads of 32, MLP
+    4·D, 2 image + 2 text + 1 fusion layers, 32 text tokens, vocabulary 4096: ~1.95 M parameters.
+    """
 
     image_size: int = 224
     patch_size: int = 32
@@ -166,12 +141,42 @@ class _Block(nn.Module):
 
 
 class ImageTextModel(nn.Module):
-    """Small CLIP-style dual encoder with a fusion encoder (see the module docstring).
+    """Small CLIP-style dual encoder with a fusion encoder.
 
     ``forward(images (B, 3, S, S), input_ids (B, L) int64, attention_mask (B, L)) -> Losses``,
     B >= 2 (ITM needs another image of the batch as a negative), S = ``config.image_size``,
     L <= ``config.context_length``. Padding tokens are attended to (the seed's module takes no
     mask) but left out of the pooled text embedding (masked mean).
+
+    Patch embedding and ``image_layers`` pre-norm transformer blocks over the image, token
+    embedding and ``text_layers`` blocks over the text, ``fusion_layers`` blocks in which text
+    tokens cross-attend to image tokens, and two losses: CLIP's symmetric InfoNCE on the pooled,
+    projected embeddings (learnable temperature, CLIP's init 1/0.07) and image-text matching
+    (ITM): the fused text of each pair, and of the same text with the next image of the batch
+    (``roll(1)``, a negative), classified matched / not matched. ``backend`` selects the kernel
+    of every attention layer (image and text self-attention and the fusion):
+
+    =============== ===================================================== ==================
+    backend         attention layers                                      training memory
+    =============== ===================================================== ==================
+    ``math``        :class:`~reference.attention.CrossAttention`,          O(N²): scores kept
+                    explicit matmul / softmax / matmul                     for backward
+    ``sdpa``        same parameters, ``F.scaled_dot_product_attention``    O(N): flash fwd+bwd
+    ``mha``         same parameters, ``F.multi_head_attention_forward``    O(N): SDPA inside
+                    with ``need_weights=False``
+    ``local``       :class:`~reference.attention.LocalAttention`, window   O(N·w)
+                    ``config.window`` (truly sparse)
+    ``seed_sparse`` the article's :class:`~reference.attention.             O(N²): weights
+                    SeedSparseAttention` (need_weights=True, dropout 0.1)  materialised
+    =============== ===================================================== ==================
+
+    ``math`` / ``sdpa`` / ``mha`` compute the same function of the same parameters. ``local``
+    equals them when ``window >= 2 * N - 1`` for the longest sequence (every key in every
+    window). ``seed_sparse`` has the same maths as ``mha`` except dropout 0.1 on the attention
+    weights in ``train()`` mode: in ``eval()`` mode (or with its dropout set to 0) it equals
+    ``mha``. Its parameters are packed (``in_proj_weight``): :meth:`with_backend` and
+    :func:`canonical_tensors` convert between the layouts, so every backend starts from the same
+    weights and gradients compare name by name.
     """
 
     def __init__(self, config: ModelConfig | None = None, backend: str = "sdpa") -> None:
