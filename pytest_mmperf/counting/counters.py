@@ -4,45 +4,9 @@ Timing is noisy on shared machines (docs/measurements.md#between-process-noise);
 not. For the same callable and the same inputs they give the same numbers in any process, so guards
 built on them can use exact thresholds and committed snapshots.
 
-What each counter means
------------------------
-* **ops** (:func:`count_ops`): every aten operator overload that reaches a ``TorchDispatchMode``,
-  keyed by overload name (``"aten.mm.default"``). Composite operators (``matmul``, ``linear``,
-  ``softmax``, ``scaled_dot_product_attention``...) are counted as the kernels they decompose into,
-  the way ``FlopCounterMode`` does. Outside ``torch.inference_mode`` autograd has already decomposed
-  them before the mode sees them; inside it the mode sees the composite op and decomposes it
-  itself, so both modes count the kernels that really run. The counts still differ between grad
-  modes where a composite kernel itself chooses another path (``matmul`` folds batch dimensions
-  differently under ``inference_mode``; autograd adds ``aten.detach`` for saved tensors): compare
-  counts taken under the same mode (``inference_mode=`` argument below). Op counts do not depend
-  on the thread count.
-* **flops** (:func:`count_flops`): ``torch.utils.flop_counter.FlopCounterMode`` (2 FLOPs per
-  multiply-add, matmul-like ops only), plus formulas for kernels it counts as 0 on this torch
-  (pytorch#195460): the CPU SDPA kernel ``aten._scaled_dot_product_flash_attention_for_cpu`` (and
-  its backward), with torch's own ``sdpa_flop_count`` used for the CUDA flash/efficient kernels, and
-  ``nn.MultiheadAttention``'s fused ``aten._native_multi_head_attention`` (projections + attention
-  + output projection). Attention masks and ``is_causal`` do not change the count: the dense kernel
-  is counted, as torch does for its CUDA kernels (an upper bound for masked attention).
-* **bytes_materialized**: the summed ``nbytes`` of the *storages* that dispatched ops return and
-  that none of their tensor arguments shares: new allocations. Views (``view``, ``transpose``,
-  ``expand``, ``detach``...) and in-place / ``out=`` results are excluded; a storage returned twice
-  by one op is counted once.
-* **peak_memory_bytes** (:func:`peak_memory`): the peak of tensor memory allocated during the call
-  and not yet freed, in bytes. CPU: exact, from the profiler's allocation events replayed in order
-  (allocator pointer and size). Memory that the call frees but that was allocated before it is not
-  credited (the profiler does not know the size of such blocks), so the figure is "new memory
-  needed by the call". It depends on the thread count where a kernel keeps per-thread buffers (the
-  CPU SDPA kernel does: 1.21 / 1.36 / 1.66 MB at 1 / 2 / 4 threads for 1x8x512x64), which is why
-  the report records ``threads``. CUDA/XPU: ``max_memory_allocated`` minus ``memory_allocated`` at
-  the start, after ``reset_peak_memory_stats``.
-* **syncs** (:func:`count_syncs`): host-device synchronisations on CUDA, counted as the warnings of
-  ``torch.cuda.set_sync_debug_mode("warn")`` (implicit syncs: ``.item()``, ``.cpu()``, ``nonzero``,
-  blocking copies...). ``None`` on other devices.
-
-The CUDA build of torch prints profiler lines on machines without a GPU
-(``USDT: ... profiler_start``, ``gpuGetDeviceCount failed``, ``Memory block of unknown size``)
-straight to file descriptor 2, past pytest's capture under ``-s``. :func:`peak_memory` redirects
-fd 2 while the profiler runs and writes every other line back: only those known lines disappear.
+:func:`measure_counters` measures any of them in one go (a :class:`CounterReport`); what each
+counter counts is in its function's docstring: :func:`count_ops`, :func:`count_flops`,
+:func:`count_bytes`, :func:`peak_memory`, :func:`count_syncs`.
 
 This module imports torch at module top and never pytest.
 """
@@ -321,21 +285,48 @@ def count_ops(
 ) -> dict[str, int]:
     """Dispatched aten ops of one call of ``fn``: overload name -> count, sorted by name.
 
+    Every aten operator overload that reaches a ``TorchDispatchMode``, keyed by overload name
+    (``"aten.mm.default"``). Composite operators (``matmul``, ``linear``, ``softmax``,
+    ``scaled_dot_product_attention``...) are counted as the kernels they decompose into, the way
+    ``FlopCounterMode`` does. Outside ``torch.inference_mode`` autograd has already decomposed
+    them before the mode sees them; inside it the mode sees the composite op and decomposes it
+    itself, so both modes count the kernels that really run. The counts still differ between
+    grad modes where a composite kernel itself chooses another path (``matmul`` folds batch
+    dimensions differently under ``inference_mode``; autograd adds ``aten.detach`` for saved
+    tensors): compare counts taken under the same mode. Op counts do not depend on the thread
+    count.
+
     ``decompose=False`` counts composite ops under ``inference_mode`` as themselves
-    (``aten.matmul.default``) instead of their kernels. See the module docstring.
+    (``aten.matmul.default``) instead of their kernels.
     """
     _check_fn(fn, "count_ops")
     return _count_ops_and_bytes(fn, decompose, inference_mode)[0]
 
 
 def count_bytes(fn: Callable[[], object], *, inference_mode: bool = False) -> int:
-    """Bytes of new storages returned by the ops of one call of ``fn`` (views excluded)."""
+    """Bytes of new storages returned by the ops of one call of ``fn`` (views excluded).
+
+    The summed ``nbytes`` of the *storages* that dispatched ops return and that none of their
+    tensor arguments shares: new allocations. Views (``view``, ``transpose``, ``expand``,
+    ``detach``...) and in-place / ``out=`` results are excluded; a storage returned twice by one
+    op is counted once.
+    """
     _check_fn(fn, "count_bytes")
     return _count_ops_and_bytes(fn, True, inference_mode)[1]
 
 
 def count_flops(fn: Callable[[], object], *, inference_mode: bool = False) -> int:
-    """FLOPs of one call of ``fn``: FlopCounterMode plus the missing formulas (module docstring)."""
+    """FLOPs of one call of ``fn``: ``FlopCounterMode`` plus the formulas it lacks.
+
+    ``torch.utils.flop_counter.FlopCounterMode`` counts 2 FLOPs per multiply-add, matmul-like
+    ops only, and 0 for some attention kernels on this torch (pytorch#195460,
+    docs/measurements.md#counting-flops-and-memory). Added: the CPU SDPA kernel
+    ``aten._scaled_dot_product_flash_attention_for_cpu`` and its backward (torch's own
+    ``sdpa_flop_count``, as for the CUDA flash/efficient kernels), and ``nn.MultiheadAttention``'s
+    fused ``aten._native_multi_head_attention`` (:func:`mha_flops`). Attention masks and
+    ``is_causal`` do not change the count: the dense kernel is counted, as torch does for its
+    CUDA kernels (an upper bound for masked attention).
+    """
     _check_fn(fn, "count_flops")
     with FlopCounterMode(display=False, custom_mapping=_missing_flop_formulas()) as counter:
         _call(fn, inference_mode)
@@ -346,7 +337,10 @@ def count_flops(fn: Callable[[], object], *, inference_mode: bool = False) -> in
 def quiet_native_stderr() -> Iterator[None]:
     """Swallow the CUDA build's profiler noise lines written to fd 2; replay every other line.
 
-    fd 2 (not only ``sys.stderr``) is redirected because the lines come from C++ logging.
+    The CUDA build of torch prints profiler lines on machines without a GPU (``USDT: ...
+    profiler_start``, ``gpuGetDeviceCount failed``, ``Memory block of unknown size``) straight to
+    file descriptor 2, past pytest's capture under ``-s``. fd 2 (not only ``sys.stderr``) is
+    redirected because the lines come from C++ logging; only those known lines disappear.
     """
     try:
         saved = os.dup(2)
@@ -417,6 +411,15 @@ def peak_memory(
 ) -> int:
     """Peak tensor memory (bytes) allocated during one call of ``fn`` on ``device``.
 
+    The peak of tensor memory allocated during the call and not yet freed. CPU: exact, from the
+    profiler's allocation events replayed in order (allocator pointer and size). Memory that the
+    call frees but that was allocated before it is not credited (the profiler does not know the
+    size of such blocks), so the figure is "new memory needed by the call". It depends on the
+    thread count where a kernel keeps per-thread buffers (the CPU SDPA kernel does:
+    docs/measurements.md#counting-flops-and-memory), which is why :class:`CounterReport`
+    records ``threads``. CUDA/XPU: ``max_memory_allocated`` minus ``memory_allocated`` at the
+    start, after ``reset_peak_memory_stats``.
+
     ``warmup`` calls run first, unmeasured (lazy initialisation, cuBLAS workspaces).
     """
     _check_fn(fn, "peak_memory")
@@ -447,7 +450,11 @@ def count_syncs(
     warmup: int = 1,
     inference_mode: bool = False,
 ) -> int | None:
-    """Implicit host-device synchronisations in one call of ``fn`` on CUDA; ``None`` elsewhere."""
+    """Implicit host-device synchronisations in one call of ``fn`` on CUDA; ``None`` elsewhere.
+
+    Counted as the warnings of ``torch.cuda.set_sync_debug_mode("warn")`` (``.item()``,
+    ``.cpu()``, ``nonzero``, blocking copies...).
+    """
     _check_fn(fn, "count_syncs")
     dev = _as_device(device, "count_syncs")
     if dev.type != "cuda":
