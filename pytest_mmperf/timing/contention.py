@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 # Other processes' average use above which a core counts as taken: a core that another job keeps
-# busy 40 % of the time already stalls a parallel region that needs a thread on it
+# partly busy already stalls a parallel region that needs a thread on it; 0.4 is a chosen margin
 # (docs/measurements.md#busy-runner).
 BUSY_CORE_SLACK = 0.4
 
@@ -45,8 +45,8 @@ class OtherCpuUse:
     Machine-wide busy time from ``/proc/stat`` (user, nice, system, irq, softirq, steal: a
     hypervisor's steal is contention too) minus the CPU time of this process (all threads) and
     of its descendants, over the wall time. A direct reading of contention, unlike this
-    process's preemption count, whose scale changes with the kernel (2-thread torch work: 30/s
-    alone and 184/s with one core busy on a 2-core EPYC, 36/s and 75/s on a 2-core Xeon).
+    process's preemption count, whose scale changes from machine to machine
+    (docs/measurements.md#busy-runner).
     Descendants are part of the measured work, not contention: a DataLoader's worker processes
     run the candidate's or the baseline's own loading. Linux only; elsewhere :meth:`cores` is
     None.

@@ -1,10 +1,9 @@
 """Process isolation for timing guards: re-run one pytest item in fresh worker processes.
 
-Why: on the 2-core machines this project targets, the same time ratio measured in different fresh
-processes differs by far more than its within-process interval (0.93–1.30 in seven processes:
-docs/measurements.md#between-process-noise), because memory placement, thread-pool start-up and the
-kernels chosen at first use differ per process. A decision about a 10–25 % difference must
-therefore pool *processes*, not only more blocks of one.
+Why: the same time ratio measured in different fresh processes differs by far more than its
+within-process interval (docs/measurements.md#between-process-noise), because memory placement,
+thread-pool start-up and the kernels chosen at first use differ per process. A decision about a
+10–25 % difference must therefore pool *processes*, not only more blocks of one.
 
 How: the parent (the user's pytest run) runs::
 
@@ -175,8 +174,9 @@ def worker_command(
     # -k "" / -m "" undo any selection in addopts: the node id alone selects the test.
     cmd = [python or sys.executable, "-m", "pytest", nodeid, "-p", "no:cacheprovider", "-q", "-x",
            f"--rootdir={os.fspath(rootdir)}", "-p", "no:randomly", "-k", "", "-m", "",
-           # its gc.collect() at exit costs ~0.5 s per worker with torch loaded; the parent
-           # reports unraisable exceptions of the test anyway
+           # its gc.collect() at exit is a large part of a worker's cost with torch loaded
+           # (docs/measurements.md#worker-start-up); the parent reports unraisable exceptions
+           # of the test anyway
            "-p", "no:unraisableexception"]
     if inifile:
         cmd += ["-c", os.fspath(inifile)]

@@ -38,7 +38,7 @@ from typing import Any
 
 from pytest_mmperf.timing.contention import FaultTally, OtherCpuUse, available_cores, free_cores
 
-# Defaults shared by the guards. They were tuned with the error-rate study (see the README):
+# Defaults shared by the guards, tuned with the error-rate study (docs/guard-error-rates.md):
 # a block of ~20 ms, at least 8 rounds per process, and a per-process budget of about a second.
 DEFAULT_BLOCK_S = 0.02
 DEFAULT_WARMUP_S = 0.05
@@ -176,8 +176,8 @@ class PairSamples:
     # contended the machine was while it measured; None where the platform does not say.
     other_cpu_cores: float | None = None
     # Minor page faults over all timed rounds of each side (getrusage; None where not counted):
-    # a fresh large tensor every call is faulted in again every call, about 1 us per 4 KiB page
-    # on the 2-core Xeon, which can be most of a CPU call's time (README, "Page faults").
+    # a fresh large tensor every call is faulted in again every call, which can be most of a CPU
+    # call's time (docs/page-faults.md).
     candidate_faults: int | None = None
     baseline_faults: int | None = None
     # The thread rule asked for ("auto", a number, or None: leave torch's setting), the cores this

@@ -2,36 +2,15 @@
 
 Everything here works on the logarithm of a time ratio, where "2x faster" and "2x slower" are
 symmetric and the per-round ratios of interleaved blocks are close to normally distributed.
+Within one process the per-round log ratios are summarised by a 20 % trimmed mean
+(:func:`trimmed_mean_se`), so that a round hit by a context switch barely moves the estimate.
+Across processes, whose estimates differ by far more than their own intervals
+(docs/measurements.md#between-process-noise), they are pooled with a random-effects model
+(:func:`pool`). A :class:`Decision` compares the interval with the guard's threshold
+(:func:`speedup_decision`, :func:`slowdown_decision`). The whole rule: docs/statistics.md.
 
-Within one process (round ``i`` of :class:`~pytest_mmperf.timing.measure.PairSamples`)::
-
-    r_i = log(t_candidate_i / t_baseline_i)
-
-is summarised by a 20 % trimmed mean with the Tukey–McLaughlin standard error (winsorised
-variance) and ``n - 2g - 1`` degrees of freedom: a round hit by a context switch is an outlier in
-one ``r_i`` and must not move the estimate much.
-
-Across processes (the same ratio's per-process value ranged 0.93–1.30 here:
-docs/measurements.md#between-process-noise), the per-process estimates ``y_k`` with variances
-``v_k`` are pooled with a random-effects model, ``y_k = mu + b_k + e_k`` with ``b_k ~ N(0, tau²)``:
-
-* ``tau²`` by DerSimonian–Laird, but never below ``tau_floor²`` (a between-process spread measured
-  on a 2-core machine, 0.03), because two or three processes cannot estimate it reliably and an
-  estimate of 0 would pretend that the processes are exchangeable blocks of one process;
-* ``mu`` as the inverse-variance weighted mean with weights ``1 / (v_k + tau²)``;
-* the interval ``mu ± t(k-1 + ..) · se`` uses the Hartung–Knapp–Sidik–Jonkman variance (the
-  weighted spread of the ``y_k`` around ``mu``, never smaller than the model variance: the
-  "modified HKSJ" rule) with a Student-t quantile; with one process, the within-process
-  trimmed-mean interval widened by ``tau_floor``.
-
-Student-t quantiles are computed from the regularised incomplete beta function (no scipy).
-
-Decisions (``Decision``): for "at least R times faster" the quantity is the speedup
-``s = t_baseline / t_candidate``: pass if the interval's lower bound >= R, fail if its upper bound
-< R, else inconclusive. For "not slower than 1 + tol" the quantity is the slowdown
-``t_candidate / t_baseline``: pass if upper <= 1 + tol, fail if lower > 1 + tol, else inconclusive.
-
-This module imports neither pytest nor torch.
+Student-t quantiles come from the regularised incomplete beta function (no scipy). This module
+imports neither pytest nor torch.
 """
 
 from __future__ import annotations
@@ -43,10 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 DEFAULT_TRIM = 0.2
-# Between-process standard deviation of a log time ratio that we assume at least. Measured on the
-# shared 2-core dev machine: the per-process 20 %-trimmed mean of identical matmul / resize pairs
-# had a standard deviation of 0.033 across 8 fresh processes each; different kernels spread much
-# more (DESIGN §4), which the DerSimonian–Laird estimate then picks up.
+# Between-process standard deviation of a log time ratio that we assume at least: the spread of
+# identical work between fresh processes (docs/measurements.md#between-process-noise); different
+# kernels spread more, which the DerSimonian–Laird estimate then picks up.
 DEFAULT_TAU_FLOOR = 0.03
 
 
@@ -194,7 +172,7 @@ def trimmed_mean_se(values: Sequence[float], trim: float = DEFAULT_TRIM) -> Proc
 
 @dataclass(frozen=True)
 class PooledEstimate:
-    """Random-effects pooled log ratio across processes (see the module docstring)."""
+    """Random-effects pooled log ratio across processes (:func:`pool`)."""
 
     estimate: float  # mu, log scale
     ci_low: float  # log scale
@@ -216,8 +194,20 @@ def pool(
 ) -> PooledEstimate:
     """Pool per-process estimates with a random-effects model (DL tau², floor, modified HKSJ).
 
-    One process cannot estimate the between-process sd: its interval assumes
-    ``single_process_tau`` (default ``tau_floor``; the larger of the two is used).
+    The per-process log ratios ``y_k`` with variances ``v_k`` follow ``y_k = mu + b_k + e_k``,
+    ``b_k ~ N(0, tau²)``:
+
+    * ``tau²`` by DerSimonian–Laird, but never below ``tau_floor²``: two or three processes
+      cannot estimate it reliably, and an estimate of 0 would pretend that the processes are
+      exchangeable blocks of one process;
+    * ``mu`` as the inverse-variance weighted mean with weights ``1 / (v_k + tau²)``;
+    * the interval ``mu ± t(k - 1) · se`` with the Hartung–Knapp–Sidik–Jonkman variance (the
+      weighted spread of the ``y_k`` around ``mu``, never smaller than the model variance: the
+      "modified HKSJ" rule) and a Student-t quantile.
+
+    One process cannot estimate the between-process sd: its interval is its own trimmed-mean
+    interval widened by ``single_process_tau`` (default ``tau_floor``; the larger of the two is
+    used). All estimates are on the log scale.
     """
     if not per_process:
         raise ValueError("pool() needs at least one process estimate, got none")
@@ -310,13 +300,21 @@ class RatioDecision:
 
 
 def speedup_decision(pooled: PooledEstimate, at_least: float) -> RatioDecision:
-    """Speedup ``t_baseline / t_candidate`` = ``exp(-log ratio)`` must be >= ``at_least``."""
+    """Speedup ``t_baseline / t_candidate`` = ``exp(-log ratio)`` must be >= ``at_least``.
+
+    Pass if the interval's lower bound is >= ``at_least``, fail if its upper bound is below it,
+    else inconclusive.
+    """
     est, low, high = math.exp(-pooled.estimate), math.exp(-pooled.ci_high), math.exp(-pooled.ci_low)
     return RatioDecision(decide_at_least(low, high, at_least), est, low, high, at_least, pooled)
 
 
 def slowdown_decision(pooled: PooledEstimate, tolerance: float) -> RatioDecision:
-    """Slowdown ``t_candidate / t_baseline`` must be <= ``1 + tolerance``."""
+    """Slowdown ``t_candidate / t_baseline`` must be <= ``1 + tolerance``.
+
+    Pass if the interval's upper bound is <= ``1 + tolerance``, fail if its lower bound is
+    above it, else inconclusive.
+    """
     est, low, high = math.exp(pooled.estimate), math.exp(pooled.ci_low), math.exp(pooled.ci_high)
     limit = 1.0 + tolerance
     return RatioDecision(decide_at_most(low, high, limit), est, low, high, limit, pooled)
