@@ -187,7 +187,7 @@ def has_native_bf16(device: str | torch.device = "cpu", cpuinfo: str | None = No
 
 
 def describe_device(device: str | torch.device) -> str:
-    """One line: ``"cpu (Intel Xeon ..., AVX512, 2 threads)"`` or ``"cuda:0 (NVIDIA H100, 80 GiB,
+    """One line: ``"cpu (<CPU model name>, AVX512, 2 threads)"`` or ``"cuda:0 (<GPU name>, 80 GiB,
     sm_90)"``; never raises (a device that cannot be queried says why)."""
     text = str(device)
     try:

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
 # Tuned so that default-spec images (256-1024 px) encode at about 0.33 bytes/pixel at JPEG
-# quality 90, in the range of real photographs (see the synthetic module docstring).
+# quality 90, in the range of real photographs (docs/measurements.md#synthetic-data).
 _OCTAVE_STD = 12.0  # std per octave of the luminance texture (grey levels)
 _CALM_GAIN = 0.3  # fine-octave gain in calm regions
 _BUSY_GAIN = 2.0  # extra fine-octave gain in busy regions (times a squared uniform, mean 1/3)
@@ -149,7 +149,8 @@ def _octave_texture(rng: np.random.Generator, height: int, width: int) -> np.nda
             )
         field = field + noise
     # Sensor noise: triangular (difference of two uniforms, close to gaussian), because
-    # rng.random is ~4x cheaper than rng.standard_normal and this is the one full-size draw.
+    # rng.random is several times cheaper than rng.standard_normal and this is the one
+    # full-size draw (docs/measurements.md#synthetic-data).
     luminance = rng.random((height, width), dtype=np.float32)
     luminance -= rng.random((height, width), dtype=np.float32)
     luminance *= np.float32(_PIXEL_NOISE * math.sqrt(6.0))  # triangular on [-1, 1] has var 1/6

@@ -5,15 +5,8 @@ pixels, captions, token ids and feature tensors in any process, because every dr
 ``numpy.random.default_rng`` / ``torch.Generator`` seeded explicitly (never global RNG state or
 ``hash()``). Image ``i`` is drawn from its own generator seeded with (seed, i), so it is the same
 whatever the batch size, and a JPEG dataset of N images starts with the images of any smaller one.
-
-Images look like photographs to a codec (see :mod:`pytest_mmperf.data.images`): smooth colour
-fields,
-filled shapes with edges, natural-spectrum texture and mild noise. Measured with Pillow's default
-JPEG settings (4:2:0 chroma subsampling) at quality 90 over 40 default-spec images (256-1024 px):
-0.33 bytes/pixel (seeds 0-4; per image 0.29-0.46). For comparison, measured on the same machine:
-two real photographs (720x477, re-encoded at q90) gave 0.26 and 0.40 bytes/pixel, uniform white
-noise 0.90 (1.87 without chroma subsampling), a flat image 0.02. Cost: ``make_batch`` at the
-default spec (8 images, ~4 Mpixel) took a median of 0.13-0.26 s on a shared, busy 2-core machine.
+Images look like photographs to a codec (:mod:`pytest_mmperf.data.images`; how they compress
+and what they cost to make: docs/measurements.md#synthetic-data).
 
 Scales (``--mmperf-scale``): ``smoke`` is quick (4 images of 64-256 px; features B=2, 50 image and
 16 text tokens), ``default`` is realistic (8 images of 256-1024 px; CLIP ViT-L/14 at 336 px
@@ -270,8 +263,8 @@ def make_batch(
 
 def copy_batch(batch: ImageTextBatch) -> ImageTextBatch:
     """An independent copy of ``batch``: PIL images copied, tensors cloned, captions a new list
-    (changing one does not change the other). Copying 32 images of 480-800 px takes ~23 ms
-    where generating them takes ~370 ms (2-core AMD EPYC)."""
+    (changing one does not change the other). Far cheaper than generating the batch again
+    (docs/measurements.md#synthetic-data)."""
     images = [image.clone() if isinstance(image, torch.Tensor) else image.copy()
               for image in batch.images]
     return dataclasses.replace(batch, images=images, captions=list(batch.captions),
