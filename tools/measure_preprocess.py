@@ -1,4 +1,4 @@
-"""Side-by-side measurements behind the preprocessing choices of ``reference/`` (issue 14).
+"""Side-by-side measurements behind the preprocessing choices of ``reference/``.
 
 Usage (from the repository root)::
 
@@ -10,24 +10,10 @@ Usage (from the repository root)::
 
 Every experiment interleaves its variants round by round (so the machine's load hits all of
 them alike) and prints, per variant, the median time per call with its quartiles and the ratio
-of medians against the first variant. ``--processes N`` repeats the experiment in N fresh
-processes and prints each, since on a shared 2-core machine the per-process spread is large.
-The machine line (CPU model, torch CPU capability, threads, Pillow) comes first: paste the
-results into the README table of that machine, never into a docstring.
-
-* ``inmemory``: the seed's loop against the batched path (default threads, one thread, and with
-  the zero-copy export disabled, i.e. the previous unpack-then-resize path), 16 images of
-  480-800 px (``benchmarks.common.PREPROCESS_CASES["varied16"]``).
-* ``components``: getting the pixels out of Pillow (``np.asarray`` / ``tobytes`` / the Arrow
-  view) and resizing them (3-channel vs 4-channel uint8, Pillow), per 16 images.
-* ``breakdown``: the stage breakdown of the batched call (``num_threads=1``) against direct
-  timing of its ``normalize_uint8`` call inside the same call (the question of issue 14), and
-  the figure the old aggregation (the mean of all profiled calls) gave.
-* ``loader``: decode-only throughput of the loader's files (Pillow with ``draft`` vs
-  ``torchvision.io.decode_jpeg``) against the seed's DataLoader and the fast loader.
-* ``attention``: the calibrated float32 matmul peak (every size,
-:mod:`pytest_mmperf.report.calibrate`)
-  and the dense SDPA core against local (w=256) attention at 4096 tokens, 12 heads of 64.
+of medians against the first variant; ``--processes N`` repeats it in N fresh processes, since
+the spread between processes is large on a shared machine. The machine line (CPU model, torch
+CPU capability, threads, Pillow) comes first: results belong in docs/reference-results.md under
+that machine, never in a docstring. What each experiment measures: the ``exp_*`` functions.
 """
 
 from __future__ import annotations
@@ -94,6 +80,9 @@ def print_table(times: dict[str, list[float]], per: str = "call") -> None:
 
 
 def exp_inmemory(rounds: int) -> None:
+    """The seed's loop against the batched path (default threads, one thread, and with the
+    zero-copy export disabled, i.e. the unpack-then-resize path), 16 images of 480-800 px
+    (``benchmarks.common.PREPROCESS_CASES["varied16"]``)."""
     from benchmarks.common import PREPROCESS_CASES
     from reference.preprocess import BatchedPreprocessor, NaivePreprocessor
 
@@ -111,6 +100,8 @@ def exp_inmemory(rounds: int) -> None:
 
 
 def exp_components(rounds: int) -> None:
+    """Getting the pixels out of Pillow (``np.asarray`` / ``tobytes`` / the Arrow view) and
+    resizing them (3-channel against 4-channel uint8, Pillow), per 16 images."""
     import numpy as np
     from PIL import Image
     from torchvision.transforms import InterpolationMode
@@ -142,13 +133,16 @@ def exp_components(rounds: int) -> None:
 
 
 def exp_breakdown(rounds: int) -> None:
+    """The stage breakdown of the batched call (``num_threads=1``) against direct timing of its
+    ``normalize_uint8`` call inside the same call, and the figure a plain mean of all profiled
+    calls would give (the breakdown takes its central calls)."""
     from benchmarks.common import PREPROCESS_CASES
     from pytest_mmperf.report.stages import format_breakdown, stage_breakdown
     from reference import _pixels, preprocess
 
     images = PREPROCESS_CASES["varied16"].images()
     # One thread: every stage is labelled on the calling thread (pool threads' labels are not
-    # seen by the profiler's main-thread tree), as in the breakdown that issue 14 questioned.
+    # seen by the profiler's main-thread tree), as in the report's breakdown.
     pre = preprocess.BatchedPreprocessor(num_threads=1)
     inner: list[float] = []
     original = _pixels.normalize_uint8
@@ -174,11 +168,13 @@ def exp_breakdown(rounds: int) -> None:
     print(f"  normalize timed directly inside the call: median {med * 1e3:.2f} ms "
           f"(IQR {q1 * 1e3:.2f}-{q3 * 1e3:.2f}, max {max(direct) * 1e3:.2f})")
     print(f"  breakdown (central calls): {result.stages.get('normalize', 0.0) * 1e3:.2f} ms; "
-          f"mean of all {rounds} profiled calls (the old figure): {mean_all * 1e3:.2f} ms")
+          f"mean of all {rounds} profiled calls: {mean_all * 1e3:.2f} ms")
     print("  " + format_breakdown(result).replace("\n", "\n  "))
 
 
 def exp_loader(rounds: int) -> None:
+    """Decode-only throughput of the loader's files (Pillow with ``draft`` against
+    ``torchvision.io.decode_jpeg``) against the seed's DataLoader and the fast loader."""
     from PIL import Image
     from torchvision.io import decode_jpeg, read_file
 
@@ -238,6 +234,8 @@ def exp_loader(rounds: int) -> None:
 
 
 def exp_attention(rounds: int) -> None:
+    """The calibrated float32 matmul peak (every size, :mod:`pytest_mmperf.report.calibrate`) and
+    the dense SDPA core against local (w=256) attention at 4096 tokens, 12 heads of 64."""
     import torch
     import torch.nn.functional as F
 

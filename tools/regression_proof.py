@@ -2,27 +2,11 @@
 
 For each known regression: copy ``reference/`` to a temporary directory, apply the regression as
 exact text substitutions (an anchor that is not found exactly once is an error: the proof must
-never silently test unmodified code), run the suite against the copy, and record which tests
-(= which guards) failed. The unmodified copy is run too and must pass.
-
-How the copy shadows the checkout: the project is installed editable and ``python -m pytest``
-puts the working directory (the repository root) first on ``sys.path``, so ``PYTHONPATH`` alone
-does not win. The run therefore loads a tiny plugin with ``-p`` (written into the temporary
-directory, found through ``PYTHONPATH``) that drops any imported ``reference``, puts the copy
-first on ``sys.path`` and imports ``reference`` from it before any conftest or test runs; the
-guards pass ``-p`` on to their worker processes, so those import the copy too. Every process
-appends the file it imported to ``origins.txt``; the proof checks that each points at the copy.
-
-Selection (to keep it quick, never so narrow that a catch is guaranteed): preprocessing
-regressions run every ``tests/perf/test_*.py`` file except those whose name says attention or
-sparse; the attention regression runs every file except those whose name says preprocess,
-loader or loading; the unmodified copy runs all of tests/perf. Snapshots are read from a copy of
-the snapshot file, so nothing in the checkout can be rewritten. Files run counter guards first,
-timing guards last (:data:`FILE_ORDER`). Each run is a pytest forked from one fork server
-(:mod:`pytest_mmperf.timing.forkserver`: pytest, torch and torchvision imported once; the child puts
-the run's ``PYTHONPATH`` on ``sys.path`` as a new interpreter would); where ``os.fork`` is
-missing, a new interpreter. ``make test``'s quick proof took 131 s with an interpreter per run
-and files in name order, 16 s this way (2-core AMD EPYC).
+never silently test unmodified code), run the suite against the copy (:func:`run_one`), and
+record which tests (= which guards) failed. The unmodified copy is run too and must pass. Each
+run is a pytest forked from one fork server (:mod:`pytest_mmperf.timing.forkserver`: pytest,
+torch and torchvision imported once; docs/fork-server.md), or a new interpreter where
+``os.fork`` is missing.
 
 Usage::
 
@@ -115,7 +99,7 @@ _TRAINING_ONLY = ("preprocess", "loader", "loading", "timing", "report")
 REGRESSIONS: tuple[Regression, ...] = (
     Regression(
         "per-image-loop",
-        "batched preprocessor turned back into a per-image loop (one image per buffer, "
+        "batched preprocessor as a per-image loop (one image per buffer, "
         "normalise and concatenate per image)",
         (Substitution(
             "preprocess.py",
@@ -144,16 +128,15 @@ REGRESSIONS: tuple[Regression, ...] = (
         _ATTENTION_ONLY),
     Regression(
         "unaligned-span",
-        "local attention's key windows no longer rounded up to a multiple of 16 keys (319 or "
-        "287 instead of 320 or 288: the fused CPU kernel ran 1.14x slower; results unchanged)",
+        "local attention's key windows not rounded up to a multiple of 16 keys (319 or 287 "
+        "instead of 320 or 288: slower SIMD tiles in the fused CPU kernel; results unchanged)",
         (Substitution("_sparse.py", "_SPAN_MULTIPLE = 16\n",
                       "_SPAN_MULTIPLE = 1  # REGRESSION: unaligned spans\n"),),
         _ATTENTION_ONLY),
     Regression(
         "blocks-in-batch",
-        "local attention's query blocks back in SDPA's batch dimension without need: the "
-        "windows and the output are copied between layouts (1.1x slower at 4096 tokens; "
-        "results unchanged)",
+        "local attention's query blocks in SDPA's batch dimension without need: the windows "
+        "and the output are copied between layouts (results unchanged)",
         (Substitution("_sparse.py", "    if keep_w is None or bsz == 1:\n",
                       "    if False:  # REGRESSION: always the copying layout\n"),),
         _ATTENTION_ONLY),
@@ -191,19 +174,19 @@ REGRESSIONS: tuple[Regression, ...] = (
     Regression(
         "unpack-pixels",
         "zero-copy pixel access lost: every PIL image unpacked to RGB (np.asarray) before the "
-        "resize, as before issue 14 (results unchanged)",
+        "resize (results unchanged)",
         (Substitution(
             "_pixels.py",
             "            view = rgbx_view(image)\n"
             "            if view is not None:\n"
             "                with stage(\"resize\"):\n",
-            "            view = None  # REGRESSION: rgbx_view(image) no longer used\n"
+            "            view = None  # REGRESSION: rgbx_view(image) not used\n"
             "            if view is not None:\n"
             "                with stage(\"resize\"):\n"),),
         _PREPROCESS_ONLY),
     Regression(
         "loader-processes",
-        "fast loader back on DataLoader worker processes by default (shared memory, pickling "
+        "fast loader on DataLoader worker processes by default (shared memory, pickling "
         "and a process wake-up per chunk instead of a thread pool; results unchanged)",
         (Substitution(
             "_loading.py",
@@ -341,7 +324,12 @@ def _file_rank(path: Path) -> tuple[int, str]:
 
 def select_files(regression: Regression | None, suite: Path = SUITE) -> list[str]:
     """Suite files for ``regression`` (all of them for the baseline or if none would be left),
-    in :data:`FILE_ORDER`."""
+    in :data:`FILE_ORDER`.
+
+    Quick, but never so narrow that a catch is guaranteed: preprocessing regressions run every
+    ``tests/perf/test_*.py`` file except those whose name says attention or sparse; attention
+    regressions every file except those whose name says preprocess, loader or loading.
+    """
     files = sorted(suite.glob("test_*.py"), key=_file_rank)
     if regression is not None and regression.exclude_words:
         kept = [f for f in files if not any(w in f.name for w in regression.exclude_words)]
@@ -351,7 +339,18 @@ def select_files(regression: Regression | None, suite: Path = SUITE) -> list[str
 
 def run_one(regression: Regression | None, pytest_args: Sequence[str],
             server: ForkServer | None = None) -> RunResult:
-    """Copy reference/, apply ``regression`` (None: unmodified), run the suite, parse it."""
+    """Copy reference/, apply ``regression`` (None: unmodified), run the suite, parse it.
+
+    How the copy shadows the checkout: the project is installed editable and ``python -m pytest``
+    puts the working directory (the repository root) first on ``sys.path``, so ``PYTHONPATH``
+    alone does not win. The run therefore loads a tiny plugin with ``-p`` (written into the
+    temporary directory, found through ``PYTHONPATH``) that drops any imported ``reference``,
+    puts the copy first on ``sys.path`` and imports ``reference`` from it before any conftest or
+    test runs; the guards pass ``-p`` on to their worker processes, so those import the copy
+    too. Every process appends the file it imported to ``origins.txt``; the result names a
+    problem unless each points at the copy. Snapshots are read from a copy of the snapshot file,
+    so nothing in the checkout can be rewritten.
+    """
     name = BASELINE if regression is None else regression.name
     with tempfile.TemporaryDirectory(prefix=f"mmperf-proof-{name}-") as tmp:
         work = Path(tmp)
