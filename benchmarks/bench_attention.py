@@ -12,8 +12,7 @@ Kinds of benchmark, and why each exists:
   point (the O(N²) score matrix of explicit attention).
 * ``track_ops`` / ``track_flops`` / ``track_peak_memory``: deterministic counters of one call
   (:mod:`pytest_mmperf.counting.counters`): the same in every process, so the gate catches
-  structural
-  regressions (a fused kernel replaced by explicit matmuls) even when timing is noisy.
+  structural regressions (a fused kernel replaced by explicit matmuls) even when timing is noisy.
 * ``track_ratio_vs_math``: time(candidate) / time(explicit math) measured interleaved in one
   process; far steadier across runs than raw times on a shared machine. Larger is worse.
 """

@@ -290,7 +290,7 @@ class BatchedPreprocessor:
     ``__call__(images)``: list of B images -> (B, 3, size, size) in `dtype` on `device`.
     ``last_paths``: how many images of the last call took each path of
     :func:`reference._pixels.resize_into` (``"rgbx"``; ``"pil"``; ``"hwc"`` where the zero-copy
-    export is unavailable: old Pillow, very large images stored in several blocks, tensors).
+    export is unavailable: Pillow < 11.2, very large images stored in several blocks, tensors).
     :attr:`strategy` names the choices made for this machine, so a report can show them.
 
     Profiler labels (:func:`reference._pixels.stage`): labels on pool threads are not recorded
