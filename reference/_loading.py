@@ -1,14 +1,15 @@
 """Disk pipelines: the seed's DataLoader as written, and the corrected fast loader.
 
-Re-exported by :mod:`reference.preprocess`; this module imports only :mod:`reference._pixels`.
+Re-exported by :mod:`reference.preprocess`; this module imports only :mod:`reference._pixels`
+and :mod:`reference._threads`.
 
 * :class:`SeedDataset` + :func:`make_seed_loader`: the seed's ``OptimizedDataset`` and its
   ``DataLoader(batch_size=32, num_workers=4, pin_memory=True, persistent_workers=True)``, kept as
   written: full-size decode and float32 images (4 bytes per value) sent back by the workers.
 * :class:`FastJpegDataset` + :func:`make_fast_loader` (-> :class:`FastLoader`): decode straight
-  to a reduced size (Pillow ``draft``), resize Pillow's own 4-byte pixels on uint8 straight into
-  the batch buffer, one contiguous chunk of each batch per worker, and the fused normalise into
-  each chunk's slice of the output batch.
+  to a reduced size (Pillow ``draft``), resize Pillow's own 4-byte pixels on uint8 (on pool
+  threads straight into the batch buffer), one contiguous chunk of each batch per worker, and
+  the fused normalise into each chunk's slice of the output batch.
 
 Why Pillow's ``draft`` rather than ``torchvision.io.decode_jpeg``, and why threads rather than
 worker processes, with the measurements per machine: docs/preprocessing.md#the-disk-pipeline.
