@@ -417,8 +417,9 @@ def demo(root: Path, check: bool) -> tuple[list[dict[str, Any]], list[dict[str, 
 
 # ------------------------------------------------------------------ tables
 def _num(value: float | None, digits: int = 3) -> str:
+    """``digits`` significant digits, trailing zeros kept (1.00, not 1)."""
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) \
-        else f"{value:.{digits}g}"
+        else f"{value:#.{digits}g}"
 
 
 def _ms(seconds: float | None) -> str:
@@ -446,7 +447,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
                     f"| {rep} | {r['change']} | {c['test']} | {c['verdict']} | "
                     f"{_num(c['estimate'])} [{_num(c['ci_low'])}, {_num(c['ci_high'])}] | "
                     f"{c['pairs']} | {c['decided_by']} | {c['threads'] or '–'} | "
-                    f"{_num(c['wall_s'], 2)} s | {_ms(c['per_call_s'])} |")
+                    f"{'–' if c['wall_s'] is None else format(c['wall_s'], '.1f')} s | "
+                    f"{_ms(c['per_call_s'])} |")
     checks = [(rep, c) for rep, result in enumerate(results, 1) for c in result["checks"]]
     if checks:
         lines += ["", "| repeat | change | changed function | its own time ratio (in-process, 1 "

@@ -387,6 +387,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _ratio(value: float | None) -> str:
+    """Three significant digits, trailing zeros kept (1.00, not 1)."""
+    return "-" if value is None else f"{value:#.3g}"
+
+
 def _seconds(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f} s"
 
@@ -414,8 +419,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r.get('title', r['scenario'])} | `{r['guard']}` | {r['budget']} | "
             f"{r['wrong']} / {runs} ({allowed}){others} | {undecided} | {estimate_by} | "
-            f"{_fmt(r['estimate_median'])} ({_fmt(rng[0]) if rng else '-'}–"
-            f"{_fmt(rng[1]) if rng else '-'}) | {processes.strip()} | "
+            f"{_ratio(r['estimate_median'])} ({_ratio(rng[0]) if rng else '-'}–"
+            f"{_ratio(rng[1]) if rng else '-'}) | {processes.strip()} | "
             f"{_seconds(r['guard_wall_median_s'])} / {_seconds(r['measuring_median_s'])} | "
             f"{_seconds(r['worker_overhead_median_s'])} |")
     return "\n".join(lines)

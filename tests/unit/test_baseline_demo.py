@@ -174,7 +174,8 @@ def test_markdown_tables() -> None:
         assert len({line.count("|") for line in table}) == 1
     assert "| 1 | slower20 (0123456) | test_tokenize | test_tokenize | yes | 57 s | yes |" \
         in tables[0]
-    assert "1.21 [0.95, 1.05]" in tables[1][2] and "2.10 ms" in tables[1][2]
+    assert "1.21 [0.950, 1.05]" in tables[1][2] and "2.10 ms" in tables[1][2]
+    assert "| 4.0 s |" in tables[1][2]
     assert "1.210" in tables[2][2]
     no_checks = demo.markdown([{"checks": [], "runs": [run]}])
     assert len(no_checks.split("\n\n")) == 2

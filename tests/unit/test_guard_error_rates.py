@@ -165,6 +165,7 @@ def test_markdown_lines_up_with_its_header() -> None:
     lines = study.markdown(rows).splitlines()
     assert len({line.count("|") for line in lines}) == 1
     assert "commit_identical (5 vs 5)" in lines[2] and "3 pairs" in lines[2]
+    assert "| 1.00 (1.00–1.00) |" in lines[2]  # ratios keep their trailing zeros
     assert "`--mmperf-baseline=HEAD~1, tolerance 0.10`" in lines[2]
 
 
