@@ -110,8 +110,10 @@ class BaselineRun:
             self._processes.clear()
         recorder(result)
         if result.verdict == "fail":
-            raise GuardFailure(result.message + "\n  re-run: " + _rerun(nodeid, self.revision),
-                               result)
+            from pytest_mmperf.glue.guard_fixture import rerun_command
+
+            raise GuardFailure(result.message + "\n  re-run with a larger budget: "
+                               + rerun_command(self.config, nodeid), result)
         if result.verdict == "error":
             pytest.fail(result.message, pytrace=False)
         return result
@@ -176,13 +178,6 @@ def _address(rendezvous: Rendezvous) -> str | list[Any]:
 
 def _budget_note() -> str:
     return "; raise --mmperf-budget / --mmperf-processes or run pytest --benchmark to decide"
-
-
-def _rerun(nodeid: str, revision: rev.Revision) -> str:
-    import shlex
-
-    return (f"pytest {shlex.quote(nodeid)} --benchmark "
-            f"--mmperf-baseline={shlex.quote(revision.name)}")
 
 
 class _SideProcess:

@@ -109,7 +109,8 @@ def test_a_slower_commit_fails_its_test_and_an_unchanged_benchmark_passes(
         f"({first[:12]}): time ratio *x, 95% interval [[]*, *[]], tolerated 1.1x",
         "*median time per call: working tree *, HEAD~1 *",
         "*rounds x * pairs of processes in lockstep on cpu*",
-        "*re-run: pytest test_bench.py::test_fast --benchmark --mmperf-baseline=*HEAD~1*",
+        "*re-run with a larger budget: pytest test_bench.py::test_fast *--mmperf-baseline=HEAD~1* "
+        "*--mmperf-budget=* --mmperf-processes=*",
     ])
     rows = guards(pytester)
     slow, steady = rows["test_fast"], rows["test_steady"]
