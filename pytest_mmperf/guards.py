@@ -27,29 +27,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NoReturn
 
+from pytest_mmperf import settings as rules
 from pytest_mmperf.constants import (
     COUNTER_METRICS,
     DEFAULT_BUDGET_S,
     DEFAULT_CONFIDENCE,
     DEFAULT_INCONCLUSIVE,
     DEFAULT_PROCESSES,
-    INCONCLUSIVE_POLICIES,
     SCALAR_NAMES,
     SCALING_METRICS,
 )
 from pytest_mmperf.counting.opnames import canonical_op, op_matches, sum_ops
+from pytest_mmperf.settings import THREADS_AUTO, Threads
 from pytest_mmperf.timing import stats
 from pytest_mmperf.timing.isolation import WorkerError
-from pytest_mmperf.timing.measure import (
-    DEFAULT_MIN_BLOCKS,
-    THREADS_AUTO,
-    PairSamples,
-    Threads,
-    check_threads,
-    time_one,
-    time_pair,
-)
+from pytest_mmperf.timing.measure import DEFAULT_MIN_BLOCKS, PairSamples, time_one, time_pair
 from pytest_mmperf.timing.ratio import (
+    HOW_TO_DECIDE,
     MIN_PROCESSES_TO_STOP,
     RatioQuestion,
     add_processes,
@@ -114,7 +108,8 @@ class GuardResult:
 
 @dataclass(frozen=True)
 class GuardSettings:
-    """How timing guards measure and decide (the plugin fills it from ``--mmperf-*``).
+    """How timing guards measure and decide (the pytest plugin fills it from its settings; each
+    field is checked by its rule in :mod:`pytest_mmperf.settings`, ``ValueError`` naming it).
 
     budget_s: measuring seconds per process; processes: at most this many pooled processes;
     confidence: of the intervals; inconclusive: ``estimate`` | ``fail`` | ``skip``; min_blocks:
@@ -135,21 +130,15 @@ class GuardSettings:
     threads: Threads = THREADS_AUTO
 
     def __post_init__(self) -> None:
-        check_threads(self.threads, "GuardSettings threads")
-        if not (isinstance(self.budget_s, (int, float)) and self.budget_s >= 0
-                and math.isfinite(self.budget_s)):
-            raise ValueError(f"GuardSettings budget_s must be a number of seconds >= 0, got "
-                             f"{self.budget_s!r}")
-        if isinstance(self.processes, bool) or not isinstance(self.processes, int) \
-                or self.processes < 1:
-            raise ValueError(f"GuardSettings processes must be an int >= 1, got "
-                             f"{self.processes!r}")
-        if not 0.5 <= self.confidence < 1:
-            raise ValueError(f"GuardSettings confidence must be in [0.5, 1), got "
-                             f"{self.confidence!r}")
-        if self.inconclusive not in INCONCLUSIVE_POLICIES:
-            raise ValueError(f"GuardSettings inconclusive policy {self.inconclusive!r} is not "
-                             f"one of {INCONCLUSIVE_POLICIES}")
+        owner = "GuardSettings"
+        check = object.__setattr__  # frozen: store the checked (normalised) values
+        check(self, "budget_s", rules.BUDGET_S.field(owner, "budget_s", self.budget_s))
+        check(self, "processes", rules.PROCESSES.field(owner, "processes", self.processes))
+        check(self, "confidence", rules.CONFIDENCE.field(owner, "confidence", self.confidence))
+        check(self, "inconclusive", rules.INCONCLUSIVE.field(owner, "inconclusive",
+                                                             self.inconclusive))
+        check(self, "seed", rules.SEED.field(owner, "seed", self.seed))
+        check(self, "threads", rules.check_threads(self.threads, owner))
 
 
 @dataclass(frozen=True)
@@ -171,6 +160,11 @@ SizedFactory = Callable[[Any], Callable[[], object]]
 class Guard:
     """The guards of one test (or one script). Results go to ``recorder``; ``spawner`` runs the
     same guard call in fresh processes (without one, ratio guards use this process only)."""
+
+    # What a message tells its reader to change, in GuardSettings terms; the pytest glue's
+    # subclass names its command-line options instead.
+    how_to_decide = HOW_TO_DECIDE
+    isolation_off = "GuardSettings(processes=1) turns it off"
 
     def __init__(self, settings: GuardSettings | None = None, *, nodeid: str = "",
                  device: str = "cpu", recorder: Callable[[GuardResult], None] | None = None,
@@ -281,14 +275,14 @@ class Guard:
                                        seed=seed)
         except WorkerError as exc:
             message = (f"{label}: could not pool processes: {exc}\n  (process isolation re-runs "
-                       f"this test in fresh interpreters; --mmperf-processes=1 turns it off)")
+                       f"this test in fresh interpreters; {self.isolation_off})")
             return self._finish(GuardResult(
                 nodeid=self.nodeid, kind=kind, name=name, metric=question.metric, estimate=None,
                 threshold=question.ratio_limit, verdict="fail", decided_by="worker-error",
                 device=dev, budget_s=s.budget_s, message=message,
                 extra={"returncode": exc.returncode}))
         outcome = conclude(question, processes, label=label, device=dev, budget_s=s.budget_s,
-                           policy=s.inconclusive)
+                           policy=s.inconclusive, how_to_decide=self.how_to_decide)
         result = GuardResult(nodeid=self.nodeid, kind=kind, name=name, device=dev,
                              **outcome.fields)
         # where the wall time went: measuring (elapsed_s) against the whole guard
@@ -492,7 +486,8 @@ class Guard:
                  tolerance: float | Mapping[str, float] = 0.0, *, device: Any = None
                  ) -> GuardResult:
         """Counters of ``fn()`` match the snapshot ``name`` in the committed snapshot file within
-        ``tolerance`` (relative, in either direction); ``--mmperf-update-snapshots`` rewrites."""
+        ``tolerance`` (relative, in either direction); ``GuardSettings(update_snapshots=True)``
+        rewrites it."""
         __tracebackhide__ = True
         if not isinstance(name, str) or not name:
             raise ValueError(f"snapshot name must be a non-empty string, got {name!r}")

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_mmperf import settings as rules
 from pytest_mmperf.baseline.lockstep import (
     SideError,
     Sides,
@@ -32,8 +33,9 @@ from pytest_mmperf.baseline.lockstep import (
 from pytest_mmperf.baseline.revision import Revision
 from pytest_mmperf.constants import OTHER_STAGE
 from pytest_mmperf.guards import GuardResult
+from pytest_mmperf.settings import Threads
 from pytest_mmperf.timing import stats
-from pytest_mmperf.timing.measure import DEFAULT_MIN_BLOCKS, PairSamples, Threads
+from pytest_mmperf.timing.measure import DEFAULT_MIN_BLOCKS, PairSamples
 from pytest_mmperf.timing.ratio import RatioQuestion, conclude, decided_enough
 from pytest_mmperf.units import format_seconds
 
@@ -65,11 +67,16 @@ class CompareSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.tolerance, (int, float)) and 0 <= self.tolerance < 10):
-            raise ValueError(f"CompareSettings tolerance must be a fraction >= 0 (0.10 = 10 %), "
-                             f"got {self.tolerance!r}")
-        if isinstance(self.pairs, bool) or not isinstance(self.pairs, int) or self.pairs < 1:
-            raise ValueError(f"CompareSettings pairs must be an int >= 1, got {self.pairs!r}")
+        owner = "CompareSettings"
+        check = object.__setattr__  # frozen: store the checked (normalised) values
+        check(self, "tolerance", rules.TOLERANCE.field(owner, "tolerance", self.tolerance))
+        check(self, "budget_s", rules.BUDGET_S.field(owner, "budget_s", self.budget_s))
+        check(self, "pairs", rules.PROCESSES.field(owner, "pairs", self.pairs))
+        check(self, "confidence", rules.CONFIDENCE.field(owner, "confidence", self.confidence))
+        check(self, "inconclusive", rules.INCONCLUSIVE.field(owner, "inconclusive",
+                                                             self.inconclusive))
+        check(self, "seed", rules.SEED.field(owner, "seed", self.seed))
+        check(self, "threads", rules.check_threads(self.threads, owner))
 
 
 StartPair = Callable[[int], Sides]

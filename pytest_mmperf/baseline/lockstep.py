@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_mmperf.settings import Threads
 from pytest_mmperf.timing.contention import OtherCpuUse, available_cores
 from pytest_mmperf.timing.measure import (
     DEFAULT_MAX_BLOCKS,
     DEFAULT_MIN_BLOCKS,
     PairSamples,
-    Threads,
     choose_threads,
 )
 

@@ -1,6 +1,6 @@
 """The git revision a run compares against: resolve it, materialise its files, remove them.
 
-``--mmperf-baseline=REV`` names any revision git understands (``origin/main``, a tag,
+The baseline revision (REV) is any revision git understands (``origin/main``, a tag,
 ``HEAD~1``). It reaches git only as a revision argument of a command list (never through a shell,
 after ``--end-of-options``), and a value starting with ``-`` is refused, so a CI variable cannot
 smuggle in an option. The files of REV are written with ``git archive`` into a temporary

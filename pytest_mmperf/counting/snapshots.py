@@ -16,8 +16,8 @@ that dropped without anyone updating the snapshot means the snapshot no longer d
 ``"match"`` and are not rewritten, even when updating, so snapshots do not churn. A case with no
 record is ``"new"``; with ``update=True`` new and changed cases are recorded (``"updated"``) and
 :meth:`SnapshotStore.save` writes the file. The guard decides what fails: ``SnapshotOutcome.failed``
-is true for ``"changed"`` and ``"new"``, whose ``message`` says to rerun with
-``--mmperf-update-snapshots``.
+is true for ``"changed"`` and ``"new"``, whose ``message`` says how to record the new values
+(the store's ``update_hint``: the pytest plugin names its command-line option there).
 
 This module needs neither torch nor pytest.
 """
@@ -35,7 +35,8 @@ from pytest_mmperf.files import write_atomic
 
 SNAPSHOT_VERSION = 1
 STATUSES = ("match", "changed", "new", "updated")
-UPDATE_HINT = "rerun pytest with --mmperf-update-snapshots to record the new values"
+# How to accept a change, for callers outside pytest (the plugin passes its option's spelling).
+UPDATE_HINT = "check again with GuardSettings(update_snapshots=True) to record the new values"
 
 Value = int | float | str | bool | None
 Tolerance = float | int | Mapping[str, float | int]
@@ -55,6 +56,7 @@ class SnapshotOutcome:
     old: dict[str, Value] | None
     new: dict[str, Value]
     path: Path | None = None
+    update_hint: str = UPDATE_HINT
 
     @property
     def failed(self) -> bool:
@@ -66,9 +68,9 @@ class SnapshotOutcome:
         """Failure (or update) message: the diff plus, when failing, how to accept the change."""
         where = f" in {self.path}" if self.path is not None else ""
         if self.status == "new":
-            return f"no snapshot recorded for case {self.name!r}{where}; {UPDATE_HINT}"
+            return f"no snapshot recorded for case {self.name!r}{where}; {self.update_hint}"
         if self.status == "changed":
-            return f"{self.diff}\nIf the change is intended, {UPDATE_HINT}."
+            return f"{self.diff}\nIf the change is intended, {self.update_hint}."
         if self.status == "updated":
             return f"snapshot of case {self.name!r}{where} updated\n{self.diff}".rstrip()
         return f"snapshot of case {self.name!r}{where} matches"
@@ -168,11 +170,13 @@ class SnapshotStore:
 
     ``SnapshotStore(path)`` raises ``ValueError`` naming the path and the problem when the file
     is malformed. Recorded cases are changed only through ``check(..., update=True)`` and
-    :meth:`remove`, and written by :meth:`save`.
+    :meth:`remove`, and written by :meth:`save`. ``update_hint`` ends the message of a new or
+    changed case: how the caller records the new values.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], update_hint: str = UPDATE_HINT) -> None:
         self.path = Path(path)
+        self.update_hint = update_hint
         self._cases: dict[str, dict[str, Value]] = self._load()
         self._updated: dict[str, dict[str, Value]] = {}
         self._removed: set[str] = set()
@@ -236,20 +240,20 @@ class SnapshotStore:
         old = self._cases.get(name)
         if old is None:
             if not update:
-                return SnapshotOutcome(name, "new", "", None, new, self.path)
+                return SnapshotOutcome(name, "new", "", None, new, self.path, self.update_hint)
             self._record(name, new)
             diff = f"snapshot {name!r}: new case recorded: " + ", ".join(
                 f"{m}={_format(v)}" for m, v in new.items()
             )
-            return SnapshotOutcome(name, "updated", diff, None, new, self.path)
+            return SnapshotOutcome(name, "updated", diff, None, new, self.path, self.update_hint)
         rows = _diff(name, old, new, tolerances)
         if not rows:
-            return SnapshotOutcome(name, "match", "", dict(old), new, self.path)
+            return SnapshotOutcome(name, "match", "", dict(old), new, self.path, self.update_hint)
         diff = _table(name, rows, len(set(old) | set(new)))
+        status = "updated" if update else "changed"
         if update:
             self._record(name, new)
-            return SnapshotOutcome(name, "updated", diff, dict(old), new, self.path)
-        return SnapshotOutcome(name, "changed", diff, dict(old), new, self.path)
+        return SnapshotOutcome(name, status, diff, dict(old), new, self.path, self.update_hint)
 
     def record(self, name: str, values: Mapping[str, Value]) -> None:
         """Record ``values`` as case ``name`` without comparing, as ``check(..., update=True)``

@@ -8,10 +8,10 @@ whatever the batch size, and a JPEG dataset of N images starts with the images o
 Images look like photographs to a codec (:mod:`pytest_mmperf.data.images`; how they compress
 and what they cost to make: docs/measurements.md#synthetic-data).
 
-Scales (``--mmperf-scale``): ``smoke`` is quick (4 images of 64-256 px; features B=2, 50 image and
-16 text tokens), ``default`` is realistic (8 images of 256-1024 px; CLIP ViT-L/14 at 336 px
-features: B=4, 577 image tokens, 77 text tokens, D=768, 12 heads) and ``full`` is a real batch
-(32 images; features B=16).
+Scales (the ``scale`` setting): ``smoke`` is quick (4 images of 64-256 px; features B=2, 50
+image and 16 text tokens), ``default`` is realistic (8 images of 256-1024 px; CLIP ViT-L/14 at
+336 px features: B=4, 577 image tokens, 77 text tokens, D=768, 12 heads) and ``full`` is a real
+batch (32 images; features B=16).
 """
 
 from __future__ import annotations

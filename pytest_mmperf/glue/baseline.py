@@ -41,8 +41,9 @@ from pytest_mmperf.baseline.side import (
 )
 from pytest_mmperf.constants import SIDE_ENV
 from pytest_mmperf.glue.options import get_settings
+from pytest_mmperf.glue.workers import option_takes_value, worker_command
 from pytest_mmperf.guards import GuardFailure, GuardResult
-from pytest_mmperf.timing.isolation import WORKER_ENV, worker_command
+from pytest_mmperf.timing.isolation import WORKER_ENV
 
 XDIST_SKIP_REASON = ("comparisons across commits (--mmperf-baseline) are skipped under "
                      "pytest-xdist: parallel workers distort timing")
@@ -161,7 +162,8 @@ class BaselineRun:
                         repo_files=str(self.files_list()), test_patterns=patterns)
         command = worker_command(nodeid, rootdir=config.rootpath, inifile=config.inipath,
                                  parent_args=tuple(config.invocation_params.args),
-                                 xdist_loaded=config.pluginmanager.hasplugin("xdist"))
+                                 xdist_loaded=config.pluginmanager.hasplugin("xdist"),
+                                 takes_value=option_takes_value(config))
         env = {k: v for k, v in os.environ.items()
                if k not in (WORKER_ENV, "PYTEST_XDIST_WORKER")}
         env[SIDE_ENV] = spec.to_env()

@@ -5,9 +5,9 @@ adds what only a pytest run has:
 
 * settings from ``--mmperf-*`` / ini / env, results recorded for the session's report;
 * worker hand-off: a timing guard pools fresh processes that re-run the same test item
-  (:mod:`pytest_mmperf.timing.isolation`); in such a worker, guard calls before the one being
-  measured
-  return placeholders, the measured one writes its samples and ends the test with a skip;
+  (:mod:`pytest_mmperf.timing.isolation`, :mod:`pytest_mmperf.glue.workers`); in such a worker,
+  guard calls before the one being measured return placeholders, the measured one writes its
+  samples and ends the test with a skip;
 * skips: under pytest-xdist timing guards and report families skip (parallel workers distort
   timing), ``no_sync`` off CUDA and the inconclusive policy ``skip`` use ``pytest.skip``;
 * under pytest-xdist, the snapshot cases a worker updates are logged for the controller
@@ -33,7 +33,8 @@ from typing import Any, NoReturn
 import pytest
 
 from pytest_mmperf.constants import BENCHMARK_BUDGET_S, BENCHMARK_PROCESSES, DEFAULT_SNAPSHOTS
-from pytest_mmperf.glue.options import get_settings
+from pytest_mmperf.glue.options import SETTINGS_BY_NAME, get_settings
+from pytest_mmperf.glue.workers import option_takes_value, passthrough_args, pytest_spawner
 from pytest_mmperf.guards import (
     Guard,
     GuardFailure,
@@ -43,12 +44,7 @@ from pytest_mmperf.guards import (
     Spawner,
 )
 from pytest_mmperf.timing.forkserver import ForkServer, fork_available
-from pytest_mmperf.timing.isolation import (
-    WorkerSpec,
-    passthrough_args,
-    pytest_spawner,
-    write_worker_output,
-)
+from pytest_mmperf.timing.isolation import WorkerSpec, write_worker_output
 from pytest_mmperf.timing.measure import PairSamples
 
 XDIST_SKIP_REASON = ("timing guards and report families are skipped under pytest-xdist: parallel "
@@ -62,6 +58,11 @@ FORK_SERVER_KEY = pytest.StashKey[list[Any]]()
 ISOLATION_KEY = pytest.StashKey[dict[str, Any]]()
 RATIO_KINDS = ("faster", "not_slower")
 TIMING_MARKER = "mmperf_timing"
+# The options the messages name where the core names GuardSettings fields.
+_BUDGET, _PROCESSES, _BENCHMARK, _UPDATE = (
+    SETTINGS_BY_NAME[name].option for name in ("budget", "processes", "benchmark",
+                                               "update_snapshots"))
+UPDATE_HINT = f"rerun pytest with {_UPDATE} to record the new values"
 
 
 def session_results(config: pytest.Config) -> list[GuardResult]:
@@ -77,7 +78,7 @@ def snapshot_store(config: pytest.Config) -> Any:
         from pytest_mmperf.counting.snapshots import SnapshotStore
 
         path = get_settings(config).snapshots or config.rootpath / DEFAULT_SNAPSHOTS
-        store = config.stash[SNAPSHOT_STORE_KEY] = SnapshotStore(path)
+        store = config.stash[SNAPSHOT_STORE_KEY] = SnapshotStore(path, UPDATE_HINT)
     return store
 
 
@@ -103,6 +104,11 @@ class _LazySnapshotStore:
 
 class PytestGuard(Guard):
     """A :class:`Guard` bound to one test item of a pytest run."""
+
+    # The core's advice in GuardSettings terms, spelled as this run's command-line options.
+    how_to_decide = (f"raise {_BUDGET} / {_PROCESSES}, or run `pytest {_BENCHMARK}`, for a clear "
+                     "decision")
+    isolation_off = f"{_PROCESSES}=1 turns it off"
 
     def __init__(self, settings: GuardSettings, *, nodeid: str, device: str,
                  recorder: Callable[[GuardResult], None], spawner: Spawner | None,
@@ -255,26 +261,20 @@ def rerun_command(config: pytest.Config, nodeid: str, *, processes: bool = True)
             target = os.fspath(config.rootpath / path)
         target += sep + rest
 
-    def takes_value(option: str) -> bool:
-        try:
-            return not isinstance(config.getoption(option[2:].replace("-", "_")), bool)
-        except ValueError:
-            return True
-
     kept: list[str] = []
-    args = passthrough_args(config.invocation_params.args, takes_value)
+    args = passthrough_args(config.invocation_params.args, option_takes_value(config))
     skip_next = False
     for arg in args:  # drop the budget and processes this run had: the command sets them
         if skip_next:
             skip_next = False
-        elif arg.split("=", 1)[0] in ("--mmperf-budget", "--mmperf-processes"):
+        elif arg.split("=", 1)[0] in (_BUDGET, _PROCESSES):
             skip_next = "=" not in arg
         else:
             kept.append(arg)
     budget = max(BENCHMARK_BUDGET_S, 2 * s.budget)
-    command = ["pytest", target, *kept, f"--mmperf-budget={budget:g}"]
+    command = ["pytest", target, *kept, f"{_BUDGET}={budget:g}"]
     if processes:
-        command.append(f"--mmperf-processes={max(BENCHMARK_PROCESSES, s.processes + 2)}")
+        command.append(f"{_PROCESSES}={max(BENCHMARK_PROCESSES, s.processes + 2)}")
     return " ".join(shlex.quote(part) for part in command)
 
 

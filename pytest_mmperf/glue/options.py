@@ -1,4 +1,4 @@
-"""Settings of pytest-mmperf: one table, several sources, one validator per setting.
+"""Settings of pytest-mmperf: one table, several sources, each setting checked by its rule.
 
 Every setting is one :class:`Setting` entry in :data:`SETTINGS`. From its ``name`` (a noun) follow
 the command-line option ``--mmperf-<noun>``, the ini key ``mmperf_<noun>`` and the environment
@@ -10,9 +10,10 @@ Markers (``mmperf_devices``, ``mmperf_seed``, ``mmperf_scale``, ``mmperf_batch``
 and are read by the plugin's fixtures; the only hook with a setting's default is
 ``pytest_mmperf_default_device``. An empty environment variable or ini value counts as unset.
 
-A bad value ends the run as a pytest usage error (exit code 4) whose message names the value, where
-it came from (``--mmperf-seed``, ``environment variable PYTEST_MMPERF_SEED``, ``ini file
-/repo/pyproject.toml key mmperf_seed``) and what is accepted.
+The rules (what a setting accepts) live in :mod:`pytest_mmperf.settings`, shared with
+``GuardSettings`` and the report API. A bad value ends the run as a pytest usage error (exit code
+4) whose message names the value, where it came from (``--mmperf-seed``, ``environment variable
+PYTEST_MMPERF_SEED``, ``ini file /repo/pyproject.toml key mmperf_seed``) and what is accepted.
 
 This module imports pytest but never torch: it runs in every pytest session where the package is
 installed, including ``pytest --help``.
@@ -21,9 +22,7 @@ installed, including ``pytest --help``.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from pytest_mmperf import settings as rules
 from pytest_mmperf.constants import (
     BENCHMARK_BUDGET_S,
     BENCHMARK_PROCESSES,
@@ -40,152 +40,27 @@ from pytest_mmperf.constants import (
     DEFAULT_PROCESSES,
     DEFAULT_SNAPSHOTS,
     INCONCLUSIVE_POLICIES,
-    ISOLATIONS,
-    SCALES,
 )
-
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-_DEVICE_RE = re.compile(r"(?P<kind>cpu|mps|cuda|xpu)(?::(?P<index>\d+))?")
-
 
 # --------------------------------------------------------------------------- parsers
 # Each parser takes the text as written and returns the typed value, or raises ValueError with a
-# short reason; the caller adds the source and the setting's `accepted` text.
-def parse_bool(text: str) -> bool:
-    """``1/true/yes/on`` -> True, ``0/false/no/off`` -> False (case-insensitive)."""
-    lowered = text.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError(f"{text!r} is not a boolean")
-
-
-def parse_int(text: str, minimum: int) -> int:
-    """A decimal integer >= minimum."""
-    try:
-        value = int(text.strip(), 10)
-    except ValueError:
-        raise ValueError(f"{text!r} is not an integer") from None
-    if value < minimum:
-        raise ValueError(f"{value} is below the minimum {minimum}")
-    return value
-
-
-def parse_seed(text: str) -> int:
-    """A non-negative integer (numpy's and torch's generators reject negative seeds)."""
-    return parse_int(text, 0)
-
-
-def parse_processes(text: str) -> int:
-    return parse_int(text, 1)
-
-
-def _float(text: str) -> float:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{text!r} is not finite")
-    return value
-
-
-def parse_budget(text: str) -> float:
-    """Seconds > 0."""
-    value = _float(text)
-    if value <= 0:
-        raise ValueError(f"{value:g} is not > 0")
-    return value
-
-
-def parse_threads(text: str) -> int | str:
-    """``auto`` or an integer >= 1."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    return parse_int(text, 1)
-
-
-def parse_revision(text: str) -> str:
-    """A git revision that cannot be read as an option (see ``baseline.revision.check_name``)."""
-    from pytest_mmperf.baseline.revision import check_name
-
-    return check_name(text)
-
-
-def parse_tolerance(text: str) -> float:
-    """A slowdown fraction >= 0 (0.10 = 10 %)."""
-    value = _float(text)
-    if value < 0:
-        raise ValueError(f"{value:g} is below 0")
-    return value
-
-
-def parse_confidence(text: str) -> float:
-    """A confidence level strictly between 0.5 and 1."""
-    value = _float(text)
-    if not 0.5 < value < 1.0:
-        raise ValueError(f"{value:g} is not strictly between 0.5 and 1")
-    return value
-
-
-def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        value = text.strip().lower()
-        if value not in choices:
-            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
-        return value
-
-    return parse
-
-
-parse_scale = _choice(SCALES)
-parse_inconclusive = _choice(INCONCLUSIVE_POLICIES)
-parse_isolation = _choice(ISOLATIONS)
-
-
-def parse_path(text: str) -> Path:
-    """A non-empty path; relative paths are resolved by :func:`resolve_settings`."""
-    if not text.strip():
-        raise ValueError("the path is empty")
-    return Path(os.path.expanduser(text.strip()))
-
-
-def parse_device(text: str) -> str:
-    """One device: ``auto``, ``cpu``, ``mps``, ``cuda[:N]``, ``xpu[:N]`` -> canonical form.
-
-    ``cuda`` and ``xpu`` mean index 0 (torch's "current device" at start-up), so test ids are
-    always ``cuda:0`` rather than an ambiguous ``cuda``. No torch import: availability is checked
-    later, per test, by :func:`pytest_mmperf.devices.check_available`.
-    """
-    item = text.strip().lower()
-    if item == "auto":
-        return item
-    match = _DEVICE_RE.fullmatch(item)
-    if match is None:
-        if re.fullmatch(r"(cuda|xpu):-\d+", item):
-            raise ValueError(f"{item!r} has a negative device index")
-        raise ValueError(f"{text.strip()!r} is not a device")
-    kind, index = match["kind"], match["index"]
-    if kind in ("cpu", "mps"):
-        if index not in (None, "0"):  # torch accepts only index 0 for these
-            raise ValueError(f"{item!r}: {kind} has no index {index}")
-        return kind
-    return f"{kind}:{int(index or 0)}"
-
-
-def parse_device_list(text: str) -> tuple[str, ...]:
-    """``"cpu,cuda:0"`` -> ``("cpu", "cuda:0")``: canonical, in order, without duplicates."""
-    items = text.split(",")
-    if any(not item.strip() for item in items):
-        raise ValueError(f"{text!r} has an empty entry")
-    devices: list[str] = []
-    for item in items:
-        device = parse_device(item)
-        if device not in devices:
-            devices.append(device)
-    return tuple(devices)
+# short reason; the caller adds the source and the setting's `accepted` text. The rules behind
+# them (pytest_mmperf.settings) are the ones GuardSettings, CompareSettings and the report API
+# check their fields with.
+parse_bool = rules.BOOL.parse
+parse_seed = rules.SEED.parse
+parse_processes = rules.PROCESSES.parse
+parse_budget = rules.BUDGET_S.parse
+parse_threads = rules.THREADS.parse
+parse_tolerance = rules.TOLERANCE.parse
+parse_confidence = rules.CONFIDENCE.parse
+parse_scale = rules.SCALE.parse
+parse_inconclusive = rules.INCONCLUSIVE.parse
+parse_isolation = rules.ISOLATION.parse
+parse_path = rules.PATH.parse
+parse_device = rules.parse_device
+parse_device_list = rules.parse_device_list
+parse_revision = rules.parse_revision
 
 
 # --------------------------------------------------------------------------- the table
@@ -228,9 +103,8 @@ class Setting:
         return "PYTEST_MMPERF_" + self.name.upper()
 
 
-_DEVICE_ACCEPTED = ("auto, cpu, cuda, cuda:N, mps, xpu, xpu:N (N >= 0), or a comma-separated "
-                    "list of these, e.g. cpu,cuda:0")
-_BOOL_ACCEPTED = "1/true/yes/on or 0/false/no/off"
+_DEVICE_ACCEPTED = rules.DEVICES_ACCEPTED
+_BOOL_ACCEPTED = rules.BOOL.accepted
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("device", "devices for the mmperf_device fixture; 'auto' = the "
@@ -239,47 +113,46 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("require_device", "fail, instead of skip, tests whose requested device is not "
             "available", parse_bool, _BOOL_ACCEPTED, False, flag=True),
     Setting("seed", "base seed of the synthetic data; each test derives its own seed from it "
-            "and its test id (default: 0)", parse_seed, "an integer >= 0", 0, metavar="N"),
+            "and its test id (default: 0)", parse_seed, rules.SEED.accepted, 0, metavar="N"),
     Setting("scale", "size of the default synthetic batches and features: smoke | default | "
-            "full (default: default)", parse_scale, ", ".join(SCALES), "default",
+            "full (default: default)", parse_scale, rules.SCALE.accepted, "default",
             metavar="SCALE"),
     Setting("budget", "measuring time in seconds per timing guard per process (default: "
             f"{DEFAULT_BUDGET_S:g}; {BENCHMARK_BUDGET_S:g} under --benchmark)", parse_budget,
-            "a number of seconds > 0", DEFAULT_BUDGET_S, benchmark_default=BENCHMARK_BUDGET_S,
+            rules.BUDGET_S.accepted, DEFAULT_BUDGET_S, benchmark_default=BENCHMARK_BUDGET_S,
             metavar="SECONDS"),
     Setting("processes", "processes whose samples a timing guard pools (default: "
             f"{DEFAULT_PROCESSES}; {BENCHMARK_PROCESSES} under --benchmark)", parse_processes,
-            "an integer >= 1", DEFAULT_PROCESSES, benchmark_default=BENCHMARK_PROCESSES,
+            rules.PROCESSES.accepted, DEFAULT_PROCESSES, benchmark_default=BENCHMARK_PROCESSES,
             metavar="N"),
     Setting("confidence", "confidence level of the timing guards' intervals (default: "
-            f"{DEFAULT_CONFIDENCE:g})", parse_confidence, "a number strictly between 0.5 and 1",
+            f"{DEFAULT_CONFIDENCE:g})", parse_confidence, rules.CONFIDENCE.accepted,
             DEFAULT_CONFIDENCE, metavar="LEVEL"),
     Setting("inconclusive", "what a timing guard does when its interval still straddles the "
             f"threshold: {' | '.join(INCONCLUSIVE_POLICIES)} (default: {DEFAULT_INCONCLUSIVE})",
-            parse_inconclusive, ", ".join(INCONCLUSIVE_POLICIES), DEFAULT_INCONCLUSIVE,
+            parse_inconclusive, rules.INCONCLUSIVE.accepted, DEFAULT_INCONCLUSIVE,
             metavar="POLICY"),
     Setting("threads", "intra-op threads while timing guards and report families measure: auto "
             "(the cores other processes leave free, at most torch's own count; under "
             "contention the guard measures what the free cores can) or a number (default: "
-            "auto)", parse_threads, "auto or an integer >= 1", "auto", metavar="N"),
+            "auto)", parse_threads, rules.THREADS.accepted, "auto", metavar="N"),
     Setting("baseline", "compare every benchmark of the run (the benchmark fixture, report "
             "families) with this git revision (origin/main, a tag, HEAD~1): its code from a "
             "temporary copy, the tests from the working tree, both measured in lockstep",
-            parse_revision, "a git revision such as origin/main, v1.2 or HEAD~1 (not starting "
-            "with '-')", None, metavar="REV"),
+            parse_revision, rules.REVISION_ACCEPTED, None, metavar="REV"),
     Setting("baseline_tolerance", "slowdown against --mmperf-baseline tolerated before a test "
             "fails, as a fraction of REV's time (default: 0.10)", parse_tolerance,
-            "a number >= 0 (0.10 means 10 percent)", 0.10, metavar="FRACTION"),
+            rules.TOLERANCE.accepted, 0.10, metavar="FRACTION"),
     Setting("isolation", "how timing guards start their worker processes: fork (from a server "
             "that imported pytest and torch once per session; the default where os.fork "
             "exists) | spawn (a fresh interpreter per worker)", parse_isolation,
-            ", ".join(ISOLATIONS), "fork", metavar="MODE"),
+            rules.ISOLATION.accepted, "fork", metavar="MODE"),
     Setting("json", "write the run's guard results and machine info as JSON to this path",
-            parse_path, "a file path", None, metavar="PATH"),
-    Setting("html", "write an HTML report of the run to this path", parse_path, "a file path",
+            parse_path, rules.PATH.accepted, None, metavar="PATH"),
+    Setting("html", "write an HTML report of the run to this path", parse_path, rules.PATH.accepted,
             None, metavar="PATH"),
     Setting("snapshots", f"the snapshot JSON file (default: {DEFAULT_SNAPSHOTS} in the rootdir)",
-            parse_path, "a file path", None, metavar="PATH"),
+            parse_path, rules.PATH.accepted, None, metavar="PATH"),
     # Command line only: an ini key or env var left on would rewrite snapshots in every run.
     Setting("update_snapshots", "rewrite the snapshot file with this run's counters",
             parse_bool, _BOOL_ACCEPTED, False, flag=True, ini=False, env=False),
@@ -502,7 +375,7 @@ def marker_device_kinds(node: pytest.Item) -> tuple[str, ...] | None:
     kinds = []
     for arg in mark.args:
         text = str(arg).strip().lower() if isinstance(arg, str) else ""
-        if not _DEVICE_RE.fullmatch(text):
+        if not rules.DEVICE_RE.fullmatch(text):
             raise ValueError(f"@pytest.mark.mmperf_devices: {arg!r} is not a device kind; "
                              f"accepted: {accepted}")
         kinds.append(text)

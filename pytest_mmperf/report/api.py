@@ -13,7 +13,6 @@ the timing guards. Tests that call ``family`` or a timed ``scaling`` are timing 
 from __future__ import annotations
 
 import functools
-import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -28,6 +27,7 @@ from pytest_mmperf.report.families import (
     measure_scaling,
 )
 from pytest_mmperf.report.figures import Breakdown, Claim, Family, FamilyRow, Scaling, claim_verdict
+from pytest_mmperf.settings import BUDGET_S, PROCESSES
 from pytest_mmperf.timing.measure import PairSamples
 
 SCALING_REPORT_METRICS = ("time", "memory")
@@ -130,14 +130,9 @@ class MmperfReport:
     def _plan_with(self, budget_s: float | None, processes: int | None) -> FamilyPlan:
         plan = self._plan
         if budget_s is not None:
-            if isinstance(budget_s, bool) or not isinstance(budget_s, numbers.Real) \
-                    or not budget_s > 0 or not math.isfinite(budget_s):
-                raise ValueError(f"family budget_s must be seconds > 0, got {budget_s!r}")
-            plan = replace(plan, budget_s=float(budget_s))
+            plan = replace(plan, budget_s=BUDGET_S.field("family", "budget_s", budget_s))
         if processes is not None:
-            if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-                raise ValueError(f"family processes must be an int >= 1, got {processes!r}")
-            plan = replace(plan, processes=processes)
+            plan = replace(plan, processes=PROCESSES.field("family", "processes", processes))
         return plan
 
     # ---------------------------------------------------------------- scaling

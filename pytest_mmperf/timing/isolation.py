@@ -5,18 +5,17 @@ within-process interval (docs/measurements.md#between-process-noise), because me
 thread-pool start-up and the kernels chosen at first use differ per process. A decision about a
 10–25 % difference must therefore pool *processes*, not only more blocks of one.
 
-How: the parent (the user's pytest run) runs::
+How: the parent (the user's pytest run) runs ``<python> -m pytest <nodeid> ...`` in the rootdir
+(the command line is the pytest glue's: :func:`pytest_mmperf.glue.workers.worker_command`) with
+``PYTEST_MMPERF_WORKER`` set to a JSON :class:`WorkerSpec`. In that process the guard fixture is
+built in worker mode: guard calls before ``index`` return placeholders without measuring, the call
+at ``index`` measures for ``budget_s`` and writes its samples as JSON to ``output``, then stops
+the test with ``pytest.skip``. Workers run one after another, never in parallel (parallel
+workers would distort each other's timing).
 
-    <python> -m pytest <nodeid> -p no:cacheprovider -q -x --rootdir=<rootdir> [-c <inifile>]
-        -p no:randomly [-n 0] [the parent's -p/-o/--mmperf-* options]
-
-in the rootdir with ``PYTEST_MMPERF_WORKER`` set to a JSON :class:`WorkerSpec`. In that process
-the guard fixture is built in worker mode: guard calls before ``index`` return placeholders
-without measuring, the call at ``index`` measures for ``budget_s`` and writes its samples as JSON
-to ``output``, then stops the test with ``pytest.skip``. Workers run one after another, never in
-parallel (parallel workers would distort each other's timing).
-
-This module imports neither pytest nor torch; the guard does the pytest side.
+This module imports neither pytest nor torch; the guard does the pytest side. A worker that
+produces no samples raises :class:`~pytest_mmperf.timing.ratio.WorkerError`, the error of the
+spawner contract that the ratio procedure defines.
 """
 
 from __future__ import annotations
@@ -24,10 +23,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,32 +33,14 @@ from typing import Any
 from pytest_mmperf.files import write_atomic
 from pytest_mmperf.timing.forkserver import ForkServer, ForkServerError
 from pytest_mmperf.timing.measure import PairSamples
+from pytest_mmperf.timing.ratio import WorkerError
+
+__all__ = ["TAIL_CHARS", "WORKER_ENV", "WorkerError", "WorkerSpec", "run_pytest_command",
+           "run_worker", "write_worker_output"]
 
 WORKER_ENV = "PYTEST_MMPERF_WORKER"
 # Output longer than this is cut to its tail in failure messages.
 TAIL_CHARS = 2000
-
-# Options of the parent's command line that change what a node id resolves to or how the
-# plugin behaves, and so must reach the worker. Value-taking options are listed with their
-# arity; ``--opt=value`` spellings are handled too. Everything else (selection, reporting,
-# -x/--lf, xdist's -n) is deliberately dropped.
-_PASS_WITH_VALUE = ("-p", "-o", "--override-ini", "--import-mode", "--confcutdir", "-W",
-                    "--pythonwarnings")
-_PASS_FLAGS = ("--noconftest", "--pyargs", "--benchmark")
-_PASS_PREFIXES = ("--mmperf-",)
-# ...except report outputs (the parent writes those) and snapshot updates (workers never check).
-_DROP = ("--mmperf-json", "--mmperf-html", "--mmperf-update-snapshots")
-
-
-class WorkerError(RuntimeError):
-    """A worker process did not produce samples. The message says which worker and why."""
-
-    def __init__(
-        self, message: str, *, returncode: int | None = None, output_tail: str = ""
-    ) -> None:
-        super().__init__(message)
-        self.returncode = returncode
-        self.output_tail = output_tail
 
 
 @dataclass(frozen=True)
@@ -114,76 +94,6 @@ class WorkerSpec:
 def write_worker_output(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> None:
     """Write the worker's JSON result atomically (the parent never reads half a file)."""
     write_atomic(path, json.dumps(dict(payload)), fsync=False)
-
-
-def passthrough_args(
-    args: Sequence[str], takes_value: Callable[[str], bool] | None = None
-) -> list[str]:
-    """The options of a parent command line that the worker must repeat (see module docs).
-
-    ``takes_value(option_name)`` says whether a ``--mmperf-*`` option consumes the next argument
-    (the guard asks pytest's parsed options); without it, an option is assumed to take a value
-    when the next argument does not start with ``-``.
-    """
-    out: list[str] = []
-    items = list(args)
-    i = 0
-    while i < len(items):
-        arg = items[i]
-        name, has_inline_value = arg.split("=", 1)[0], "=" in arg
-        nxt = items[i + 1] if i + 1 < len(items) else None
-        if name in _PASS_WITH_VALUE:
-            if has_inline_value:
-                out.append(arg)
-            elif nxt is not None:
-                out += [arg, nxt]
-                i += 1
-        elif arg[:2] in ("-p", "-o", "-W") and len(arg) > 2 and not arg.startswith("--"):
-            out.append(arg)  # glued short form: -pNAME, -oKEY=VALUE
-        elif name in _PASS_FLAGS:
-            out.append(arg)
-        elif name.startswith(_PASS_PREFIXES):
-            keep = name not in _DROP
-            if keep:
-                out.append(arg)
-            if has_inline_value or nxt is None:
-                wants = False
-            elif takes_value is not None:
-                wants = takes_value(name)
-            else:
-                wants = not nxt.startswith("-")
-            if not has_inline_value and wants and nxt is not None:
-                if keep:
-                    out.append(nxt)
-                i += 1
-        i += 1
-    return out
-
-
-def worker_command(
-    nodeid: str,
-    *,
-    rootdir: str | os.PathLike[str],
-    inifile: str | os.PathLike[str] | None = None,
-    parent_args: Sequence[str] = (),
-    xdist_loaded: bool = False,
-    takes_value: Callable[[str], bool] | None = None,
-    python: str | None = None,
-) -> list[str]:
-    """The command line of a worker that re-runs ``nodeid`` (see the module docstring)."""
-    # -k "" / -m "" undo any selection in addopts: the node id alone selects the test.
-    cmd = [python or sys.executable, "-m", "pytest", nodeid, "-p", "no:cacheprovider", "-q", "-x",
-           f"--rootdir={os.fspath(rootdir)}", "-p", "no:randomly", "-k", "", "-m", "",
-           # its gc.collect() at exit is a large part of a worker's cost with torch loaded
-           # (docs/measurements.md#worker-start-up); the parent reports unraisable exceptions
-           # of the test anyway
-           "-p", "no:unraisableexception"]
-    if inifile:
-        cmd += ["-c", os.fspath(inifile)]
-    if xdist_loaded:
-        cmd += ["-n", "0"]  # addopts may hold "-n auto": the worker must run in-process
-    cmd += passthrough_args(parent_args, takes_value)
-    return cmd
 
 
 def _tail(text: str, limit: int = TAIL_CHARS) -> str:
@@ -274,43 +184,3 @@ def run_worker(
                           returncode=returncode, output_tail=output) from exc
     samples.wall_s = wall_s
     return samples
-
-
-def pytest_spawner(config: Any, nodeid: str,
-                   failed_calls: Callable[[], Sequence[int]] = tuple,
-                   fork_server: Callable[[], ForkServer | None] = lambda: None,
-                   ) -> Callable[[int, int, float, int], PairSamples]:
-    """A guard spawner for a pytest run: ``spawn(index, process, budget_s, seed) -> samples``.
-
-    ``config`` is the parent's ``pytest.Config`` (only its public attributes are read, so this
-    module still does not import pytest). ``failed_calls()``: the indices of the test's earlier
-    guard calls that failed, handed to the worker (:attr:`WorkerSpec.failed`).
-    ``fork_server()``: the session's :class:`~pytest_mmperf.timing.forkserver.ForkServer` (None:
-    start
-    fresh interpreters); once it fails, the rest of the session starts fresh interpreters.
-    """
-    rootdir = config.rootpath
-    inifile = config.inipath
-    args = tuple(config.invocation_params.args)
-    xdist_loaded = bool(config.pluginmanager.hasplugin("xdist"))
-
-    def takes_value(option: str) -> bool:
-        try:
-            value = config.getoption(option[2:].replace("-", "_"))
-        except ValueError:
-            return True
-        return not isinstance(value, bool)
-
-    def spawn(index: int, process: int, budget_s: float, seed: int) -> PairSamples:
-        fd, out = tempfile.mkstemp(prefix="mmperf-worker-", suffix=".json")
-        os.close(fd)
-        spec = WorkerSpec(nodeid, index, out, budget_s, seed, process,
-                          tuple(i for i in failed_calls() if i < index))
-        command = worker_command(nodeid, rootdir=rootdir, inifile=inifile, parent_args=args,
-                                 xdist_loaded=xdist_loaded, takes_value=takes_value)
-        try:
-            return run_worker(spec, command, cwd=rootdir, server=fork_server())
-        finally:
-            Path(out).unlink(missing_ok=True)
-
-    return spawn

@@ -36,6 +36,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pytest_mmperf.settings import THREADS_AUTO, Threads, check_threads
 from pytest_mmperf.timing.contention import FaultTally, OtherCpuUse, available_cores, free_cores
 
 # Defaults shared by the guards, tuned with the error-rate study (docs/guard-error-rates.md):
@@ -301,19 +302,6 @@ def _mode(inference_mode: bool) -> Any:
     return torch.inference_mode()
 
 
-THREADS_AUTO = "auto"
-Threads = int | str | None  # "auto", a number of intra-op threads, or None: leave torch's setting
-
-
-def check_threads(threads: object, where: str = "threads") -> Threads:
-    """``"auto"``, an int >= 1 or None; anything else is a ``ValueError`` naming ``where``."""
-    if threads is None or threads == THREADS_AUTO:
-        return threads  # type: ignore[return-value]
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"{where} must be 'auto' or an int >= 1, got {threads!r}")
-    return threads
-
-
 def choose_threads(threads: Threads, other_cores: float | None, current: int,
                    cores: int | None = None) -> int:
     """The intra-op threads to measure with. ``"auto"``: torch's current count, capped by the
@@ -412,7 +400,7 @@ def time_pair(
     _check_callable(candidate, "candidate")
     _check_callable(baseline, "baseline")
     _check_common(budget_s, min_blocks, max_blocks, block_s)
-    check_threads(threads)
+    check_threads(threads, "time_pair()")
     dev = _device_str(device)
     timer = timer if timer is not None else BlockTimer(dev, clock)
     rng = random.Random(seed)
@@ -478,7 +466,7 @@ def time_one(fn: Callable[[], object], device: Any = "cpu", *, budget_s: float =
     """
     _check_callable(fn, "fn")
     _check_common(budget_s, min_blocks, max_blocks, block_s)
-    check_threads(threads)
+    check_threads(threads, "time_one()")
     dev = _device_str(device)
     timer = timer if timer is not None else BlockTimer(dev, clock)
     samples = OneSamples([], 1, dev, _threads(), bool(inference_mode), float(budget_s),

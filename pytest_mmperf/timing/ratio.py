@@ -44,10 +44,22 @@ SINGLE_PROCESS_TAU = 0.15
 QUIET_OTHER_CPU_CORES = 0.25
 # Page faults per call worth a line in the guard's message (4 MiB of fresh pages, ~1 ms).
 NOTABLE_FAULTS_PER_CALL = 1000
-HOW_TO_DECIDE = ("raise --mmperf-budget / --mmperf-processes, or run `pytest --benchmark`, "
-                 "for a clear decision")
+# How to get a clear decision, in GuardSettings terms (the pytest glue passes its options instead).
+HOW_TO_DECIDE = "raise GuardSettings budget_s / processes for a clear decision"
 # spawn(process_number, seed) -> the samples of one fresh worker process
 Spawn = Callable[[int, int], PairSamples]
+
+
+class WorkerError(RuntimeError):
+    """A ``Spawn`` could not produce the samples of a fresh process: the message says which
+    worker and why (raised by :mod:`pytest_mmperf.timing.isolation`, caught by the guards)."""
+
+    def __init__(
+        self, message: str, *, returncode: int | None = None, output_tail: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.output_tail = output_tail
 
 
 @dataclass(frozen=True)
@@ -100,7 +112,7 @@ def add_processes(first: PairSamples, spawn: Spawn | None, *, max_processes: int
     """``first`` (the parent's samples) plus fresh processes from ``spawn`` (process ``k`` gets
     seed ``seed + k``), added one at a time up to ``max_processes`` until ``enough(processes)``.
 
-    A :class:`pytest_mmperf.timing.isolation.WorkerError` from ``spawn`` propagates.
+    A :class:`WorkerError` from ``spawn`` propagates.
     """
     processes = [first]
     limit = max_processes if spawn is not None else 1
@@ -173,9 +185,10 @@ class Conclusion:
 
 
 def conclude(question: RatioQuestion, processes: list[PairSamples], *, label: str, device: str,
-             budget_s: float, policy: str) -> Conclusion:
+             budget_s: float, policy: str, how_to_decide: str = HOW_TO_DECIDE) -> Conclusion:
     """Decide on ``processes`` and write the message a user reads (estimate, interval,
-    threshold, samples x processes, device, per-process estimates, median times)."""
+    threshold, samples x processes, device, per-process estimates, median times).
+    ``how_to_decide`` ends the message of an inconclusive interval, in the caller's terms."""
     rd = question.decide(processes)
     sign = -1.0 if question.kind == "faster" else 1.0
     # The point the estimate policy uses: the median process, not the pooled mean, which one
@@ -220,7 +233,7 @@ def conclude(question: RatioQuestion, processes: list[PairSamples], *, label: st
                        f"beyond the threshold by more than the between-process sd "
                        f"{rd.pooled.tau:.3f}); " if decided_by == "estimate" else "")
                     + _busy_note(processes)
-                    + HOW_TO_DECIDE)
+                    + how_to_decide)
     fields = dict(
         metric=metric, estimate=rd.estimate, ci_low=rd.ci_low, ci_high=rd.ci_high,
         threshold=rd.threshold, verdict=verdict, decided_by=decided_by,

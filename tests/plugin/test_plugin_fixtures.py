@@ -160,8 +160,8 @@ def test_modify_batch_spec_bad_return_fails_collection(pytester: pytest.Pytester
         ("mmperf_features(depth=3)", "mmperf_features", "*unknown field*'depth'*valid fields*"),
         ("mmperf_seed('x')", "mmperf_seed", "*mmperf_seed('x')*not an integer*accepted: an "
          "integer >= 0*"),
-        ("mmperf_scale('huge')", "mmperf_batch", "*mmperf_scale('huge')*accepted: smoke, "
-         "default, full*"),
+        ("mmperf_scale('huge')", "mmperf_batch", "*mmperf_scale('huge')*accepted: one of "
+         "smoke, default, full*"),
     ],
 )
 def test_bad_markers_fail_at_collection(

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pytest_mmperf.counting.opnames import sum_ops
+from pytest_mmperf.glue import workers
 from pytest_mmperf.glue.guard_fixture import XDIST_SKIP_REASON, PytestGuard
 from pytest_mmperf.guards import (
     Guard,
@@ -30,8 +31,9 @@ from pytest_mmperf.guards import (
     MmperfInconclusiveWarning,
 )
 from pytest_mmperf.timing import isolation
-from pytest_mmperf.timing.isolation import WorkerError, WorkerSpec
+from pytest_mmperf.timing.isolation import WorkerSpec
 from pytest_mmperf.timing.measure import PairSamples
+from pytest_mmperf.timing.ratio import WorkerError
 from pytest_mmperf.units import parse_bytes
 
 Failed = GuardFailure  # an AssertionError, outside pytest as inside
@@ -174,7 +176,7 @@ def test_one_thread_beside_a_busy_core_is_quiet_enough_to_decide_alone() -> None
 
 
 def test_guard_settings_threads_are_validated_and_reach_the_timer() -> None:
-    with pytest.raises(ValueError, match=r"GuardSettings threads must be 'auto' or an int >= 1, "
+    with pytest.raises(ValueError, match=r"GuardSettings threads must be auto or an integer >= 1, "
                                          r"got 0"):
         GuardSettings(threads=0)
     assert GuardSettings().threads == "auto"
@@ -216,13 +218,21 @@ def test_not_slower_catches_a_25_percent_slowdown() -> None:
 def test_inconclusive_estimate_policy_warns_and_lets_the_estimate_decide() -> None:
     fake = FakeTiming([1.0 / 1.52, 1.0 / 1.55, 1.0 / 1.50], noise=0.05)  # speedup ~1.52 vs 1.5
     guard, results = make_guard(fake, inconclusive="estimate")
-    with pytest.warns(MmperfInconclusiveWarning, match="raise --mmperf-budget") as record:
+    with pytest.warns(MmperfInconclusiveWarning, match="raise GuardSettings budget_s / "
+                                                       "processes for a clear decision") as record:
         result = guard.faster(noop, noop, at_least=1.5)
     assert record[0].filename == __file__  # points at the test that called the guard
     assert result.decided_by == "estimate" and result.verdict == "pass"
     assert result.extra["interval_decision"] == "inconclusive"
     assert result.ci_low < 1.5 < result.ci_high and result.n_processes == 3
     assert "INCONCLUSIVE" in result.message and results == [result]
+    assert "--mmperf" not in result.message  # the core names GuardSettings fields
+    # The pytest glue names its options instead.
+    glued, _ = make_guard(fake, inconclusive="estimate", under_xdist=False)
+    with pytest.warns(MmperfInconclusiveWarning, match="raise --mmperf-budget / "
+                                                       "--mmperf-processes, or run `pytest "
+                                                       "--benchmark`"):
+        glued.faster(noop, noop, at_least=1.5)
 
 
 def test_inconclusive_estimate_policy_fails_only_beyond_the_spread() -> None:
@@ -275,9 +285,13 @@ def test_worker_failure_is_a_test_failure_naming_the_worker() -> None:
                           returncode=4)
 
     guard, results = make_guard(FakeTiming([0.5]), spawner=broken)
-    with pytest.raises(Failed, match="worker 1 .* code 4\nImportError: x"):
+    with pytest.raises(Failed, match="worker 1 .* code 4\nImportError: x") as core:
         guard.faster(noop, noop, at_least=1.5)
     assert results[0].verdict == "fail" and results[0].decided_by == "worker-error"
+    assert "GuardSettings(processes=1) turns it off" in str(core.value)
+    glued, _ = make_guard(FakeTiming([0.5]), spawner=broken, under_xdist=False)
+    with pytest.raises(Failed, match="--mmperf-processes=1 turns it off"):
+        glued.faster(noop, noop, at_least=1.5)
 
 
 def test_single_process_without_spawner() -> None:
@@ -354,7 +368,8 @@ def test_bad_arguments() -> None:
         guard.faster(noop, noop, at_least=-1)
     with pytest.raises(TypeError, match="candidate must be a zero-argument callable"):
         guard.not_slower(None, noop)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="inconclusive policy 'maybe'"):
+    with pytest.raises(ValueError, match="GuardSettings inconclusive must be one of estimate, "
+                                         "fail, skip, got 'maybe'"):
         GuardSettings(inconclusive="maybe")
 
 
@@ -463,7 +478,8 @@ def test_snapshot_uses_the_store_and_fails_on_change_or_missing_record(tmp_path:
     store = SnapshotStore(tmp_path / "snap.json")
     counters = fake_counters({"aten.mm.default": 12}, flops=7)
     guard, _ = make_guard(FakeTiming([1]), counters=counters, snapshot_store=store)
-    with pytest.raises(Failed, match="attn: new: no snapshot recorded .*update-snapshots"):
+    with pytest.raises(Failed, match=r"attn: new: no snapshot recorded .*GuardSettings\("
+                                     r"update_snapshots=True\) to record the new values"):
         guard.snapshot("attn", noop, metrics=("ops", "flops"))
     updating, _ = make_guard(FakeTiming([1]), counters=counters, snapshot_store=store,
                              update_snapshots=True)
@@ -503,14 +519,14 @@ def test_passthrough_args_keeps_plugin_and_mmperf_options_only() -> None:
             "slow", "--mmperf-device", "cpu", "--mmperf-seed=3", "--mmperf-require-device",
             "tests/y.py", "--mmperf-json", "out.json", "--benchmark", "-n", "2", "-x"]
     takes = {"--mmperf-device": True, "--mmperf-require-device": False, "--mmperf-json": True}
-    assert isolation.passthrough_args(args, takes.__getitem__) == [
+    assert workers.passthrough_args(args, takes.__getitem__) == [
         "-p", "pytester", "-pxdist", "-o", "a=b", "--override-ini=c=d", "--mmperf-device", "cpu",
         "--mmperf-seed=3", "--mmperf-require-device", "--benchmark"]
 
 
 def test_worker_command_layout() -> None:
-    cmd = isolation.worker_command("t.py::x", rootdir="/r", inifile="/r/tox.ini",
-                                   parent_args=["-p", "foo"], xdist_loaded=True, python="py")
+    cmd = workers.worker_command("t.py::x", rootdir="/r", inifile="/r/tox.ini",
+                                 parent_args=["-p", "foo"], xdist_loaded=True, python="py")
     assert cmd[:4] == ["py", "-m", "pytest", "t.py::x"]
     assert "--rootdir=/r" in cmd and cmd[cmd.index("-c") + 1] == "/r/tox.ini"
     assert cmd[cmd.index("-n") + 1] == "0" and cmd[-2:] == ["-p", "foo"]

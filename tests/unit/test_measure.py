@@ -245,8 +245,9 @@ def test_choose_threads_caps_auto_by_free_cores_and_keeps_numbers() -> None:
     assert choose(None, 1.5, current=2, cores=2) == 2
     assert choose(3, 1.5, current=2, cores=2) == 3               # a number is used as given
     for bad in (0, -1, 1.5, "two", True):
-        with pytest.raises(ValueError, match=r"threads must be 'auto' or an int >= 1, got"):
-            measure.check_threads(bad)
+        with pytest.raises(ValueError, match=r"time_pair\(\) threads must be auto or an integer "
+                                             r">= 1, got"):
+            measure.time_pair(lambda: None, lambda: None, budget_s=0.0, threads=bad)
 
 
 def test_both_sides_measure_with_the_chosen_threads_and_torch_gets_its_count_back() -> None:

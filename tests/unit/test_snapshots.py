@@ -57,7 +57,8 @@ def test_change_in_either_direction_fails_with_diff(snap_file: Path, factor: flo
     expected = ["flops", "1,000", f"{int(1000 * factor):,}", f"{factor - 1:+.1%}", "0.0%"]
     assert row.split() == expected
     assert "total_ops" not in outcome.diff  # unchanged metrics are not listed
-    assert "--mmperf-update-snapshots" in outcome.message
+    assert "If the change is intended, check again with GuardSettings(update_snapshots=True)" \
+        in outcome.message  # pytest-free by default
     assert store.save() is False  # nothing recorded without update
     assert json.loads(snap_file.read_text())["cases"]["attn"] == RECORDED
 
@@ -97,7 +98,9 @@ def test_new_case_reported_then_updated_and_saved(snap_file: Path) -> None:
     outcome = store.check("brand-new", {"flops": 7})
     assert outcome.status == "new" and outcome.failed and outcome.old is None
     assert "no snapshot recorded for case 'brand-new'" in outcome.message
-    assert "--mmperf-update-snapshots" in outcome.message and str(snap_file) in outcome.message
+    assert "update_snapshots=True" in outcome.message and str(snap_file) in outcome.message
+    hinted = SnapshotStore(snap_file, update_hint="run the updater").check("brand-new", {"f": 1})
+    assert hinted.message.endswith("; run the updater")  # the caller's words (the pytest glue)
     assert not store.dirty
     updated = store.check("brand-new", {"flops": 7}, update=True)
     assert updated.status == "updated" and not updated.failed
