@@ -61,21 +61,44 @@ def _apply_marker(spec: Any, node: Any, name: str) -> Any:
         raise type(exc)(f"@pytest.mark.{name}({shown}): {exc}") from None
 
 
+MODIFY_BATCH_SPEC = "pytest_mmperf_modify_batch_spec"
+
+
+def chained_hook_calls(node: Any, config: pytest.Config, name: str
+                       ) -> list[tuple[str, Callable[..., list[Any]]]]:
+    """One caller per implementation of hook ``name`` that applies to ``node``, in chain order:
+    plugins and outer conftests first, the conftest nearest the node last.
+
+    Only documented pluggy and pytest API: ``node.ihook`` (the hooks of the conftests on the
+    node's path), ``HookCaller.get_hookimpls()`` and ``pluggy.HookImpl`` (exported and documented
+    since pluggy 1.3) to list the implementations, and ``PluginManager.subset_hook_caller`` to
+    call each one alone through pluggy. ``get_hookimpls()`` lists implementations in the reverse
+    of pluggy's call order (LIFO: the nearest conftest is called first), which is the chain's
+    order; ``tests/plugin/test_plugin_fixtures.py`` fails if that changes. Hook wrappers take no
+    part in a chain.
+    """
+    manager = config.pluginmanager
+    everyone = [impl.plugin for impl in getattr(config.hook, name).get_hookimpls()]
+    calls: list[tuple[str, Callable[..., list[Any]]]] = []
+    for impl in getattr(node.ihook, name).get_hookimpls():
+        if impl.wrapper or impl.hookwrapper:
+            continue
+        others = [plugin for plugin in everyone if plugin is not impl.plugin]
+        calls.append((impl.plugin_name, manager.subset_hook_caller(name, remove_plugins=others)))
+    return calls
+
+
 def batch_spec(node: Any, config: pytest.Config) -> syn.BatchSpec:
     """Scale default -> ``pytest_mmperf_modify_batch_spec`` hooks (chained) -> marker."""
     from pytest_mmperf.data.synthetic import BatchSpec, default_batch_spec
 
     spec = default_batch_spec(_scale(node, config))
-    # pluggy lists implementations in reverse call order: plugins and outer conftests first,
-    # the nearest conftest last. Chaining (each sees the previous result) needs direct calls.
-    for impl in node.ihook.pytest_mmperf_modify_batch_spec.get_hookimpls():
-        if impl.hookwrapper or getattr(impl, "wrapper", False):
-            continue
-        kwargs = {"config": config, "spec": spec}
-        new = impl.function(*[kwargs[name] for name in impl.argnames])
+    for where, call in chained_hook_calls(node, config, MODIFY_BATCH_SPEC):
+        answers = call(config=config, spec=spec)  # [] when the implementation returned None
+        new = answers[0] if answers else None
         if new is not None and not isinstance(new, BatchSpec):
-            raise TypeError(f"pytest_mmperf_modify_batch_spec in {impl.plugin_name} returned "
-                            f"{new!r}; expected a BatchSpec (e.g. spec.replace(...)) or None")
+            raise TypeError(f"{MODIFY_BATCH_SPEC} in {where} returned {new!r}; expected a "
+                            "BatchSpec (e.g. spec.replace(...)) or None")
         spec = spec if new is None else new
     result: syn.BatchSpec = _apply_marker(spec, node, "mmperf_batch")
     return result

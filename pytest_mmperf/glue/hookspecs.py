@@ -43,7 +43,8 @@ def pytest_mmperf_modify_batch_spec(config: pytest.Config, spec: BatchSpec) -> B
     Receives the active scale's default spec (``spec`` is frozen; return ``spec.replace(...)``)
     or None to keep it. Implementations are chained: each gets the spec the previous one
     returned, plugins and outer conftests first, the ``conftest.py`` nearest the test last, so the
-    nearest has the final word. Only conftests on the test's path take part. The marker
+    nearest has the final word. Only conftests on the test's path take part; hook wrappers of
+    other plugins do not. The marker
     ``@pytest.mark.mmperf_batch(**spec)`` is applied after all hooks (marker > hook). Also used
     by ``mmperf_batch_factory`` and ``mmperf_jpeg_dataset``.
 

@@ -10,6 +10,7 @@ is loaded already, or needed for the machine description).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,10 +21,34 @@ from pytest_mmperf.glue.report_fixture import FIGURES_KEY
 from pytest_mmperf.report import json_report
 from pytest_mmperf.report.guard_table import format_guard_table
 
+_BENCHMARKS_KEY = pytest.StashKey[list[SimpleNamespace]]()
+
+
+@pytest.hookimpl(wrapper=True, optionalhook=True)
+def pytest_benchmark_group_stats(config: pytest.Config, benchmarks: list[dict[str, Any]],
+                                 group_by: str) -> Any:
+    """pytest-benchmark's public hook, called once at session finish with every benchmark that
+    timed (before this plugin's ``pytest_sessionfinish``): keep this run's rows for the report.
+
+    ``benchmarks`` are flat dicts (``name``, ``fullname``, ``group``, ``extra_info`` and the
+    statistics); rows of a ``--benchmark-compare`` file carry their ``path`` and are left out.
+    ``optionalhook``: the hook exists only while pytest-benchmark is loaded (``-p no:benchmark``).
+    """
+    config.stash[_BENCHMARKS_KEY] = [_metadata(bench) for bench in benchmarks
+                                     if bench.get("path") is None]
+    return (yield)
+
+
+def _metadata(bench: Mapping[str, Any]) -> SimpleNamespace:
+    """A flat benchmark dict in the shape :func:`json_report.benchmark_rows` reads
+    (``bench.name``, ``bench.stats.median``, ...)."""
+    fields = {key: value for key, value in bench.items() if key != "stats"}
+    return SimpleNamespace(**fields, stats=SimpleNamespace(**fields))
+
 
 def _benchmark_rows(config: pytest.Config) -> list[dict[str, Any]]:
-    session = getattr(config, "_benchmarksession", None)
-    return json_report.benchmark_rows(getattr(session, "benchmarks", []) or [])
+    rows: list[SimpleNamespace] = config.stash.get(_BENCHMARKS_KEY, [])
+    return json_report.benchmark_rows(rows)
 
 
 def build_session_report(config: pytest.Config, *, with_machine: bool) -> dict[str, Any]:

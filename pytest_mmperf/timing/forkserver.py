@@ -234,11 +234,17 @@ def _child(request: Mapping[str, Any]) -> int:
 
 def _pytest_plugin_modules() -> list[str]:
     """The modules of pytest's own plugins and of installed ``pytest11`` entry points, which
-    every worker's ``pytest.main`` imports (~0.3 s)."""
+    every worker's ``pytest.main`` imports (~0.3 s).
+
+    pytest lists its own plugins only in the private ``_pytest.config.default_plugins``; this
+    function alone reads it. Should a pytest release drop it, the server preloads the entry
+    points only (workers then import pytest's plugins themselves, a little slower) and
+    ``tests/unit/test_forkserver.py`` fails.
+    """
     from importlib.metadata import entry_points
 
     try:
-        from _pytest.config import default_plugins  # private: absent in some pytest, then skip
+        from _pytest.config import default_plugins
         builtin: tuple[str, ...] = tuple(default_plugins)
     except ImportError:
         builtin = ()

@@ -63,3 +63,32 @@ def test_extra_info_has_device_spec_and_throughput(pytester: pytest.Pytester) ->
     assert own["images_per_s"] == pytest.approx(4 / benches["test_own_count_wins"]["stats"]
                                                 ["median"], rel=1e-6)
     assert benches["test_plain"]["extra_info"] == {}
+
+
+def test_mmperf_json_has_this_runs_benchmark_rows(pytester: pytest.Pytester) -> None:
+    """The report's benchmark rows come from pytest-benchmark's public hook
+    (``pytest_benchmark_group_stats``): every run that timed, not only runs writing its JSON;
+    none when timing is off; a ``--benchmark-compare`` file's rows are not this run's."""
+    pytester.makepyfile(test_bench=TESTS)
+    args = ("-p", "no:cacheprovider", "--mmperf-device=cpu", "--benchmark-max-time=0.01",
+            "--mmperf-json=report.json")
+    pytester.runpytest(*args, "--benchmark-autosave").assert_outcomes(passed=4)
+    report = json.loads((pytester.path / "report.json").read_text())
+    rows = {row["name"].split("[")[0]: row for row in report["benchmarks"]}
+    assert set(rows) == {"test_batch", "test_features", "test_own_count_wins", "test_plain"}
+    batch = rows["test_batch"]
+    assert 0 < batch["q1_s"] <= batch["median_s"] <= batch["q3_s"] and batch["rounds"] >= 1
+    assert batch["extra_info"]["images"] == 3 and batch["fullname"].endswith("test_batch[cpu]")
+    compared = pytester.runpytest(*args, "--benchmark-compare")
+    compared.assert_outcomes(passed=4)
+    report = json.loads((pytester.path / "report.json").read_text())
+    assert len(report["benchmarks"]) == 4, report["benchmarks"]
+    pytester.runpytest(*args, "--benchmark-disable").assert_outcomes(passed=4)
+    assert json.loads((pytester.path / "report.json").read_text())["benchmarks"] == []
+
+
+def test_without_pytest_benchmark_the_session_still_reports(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(mmperf_seed):\n    assert mmperf_seed >= 0\n")
+    result = pytester.runpytest("-p", "no:benchmark", "--mmperf-json=report.json")
+    result.assert_outcomes(passed=1)
+    assert json.loads((pytester.path / "report.json").read_text())["benchmarks"] == []

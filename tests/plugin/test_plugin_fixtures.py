@@ -130,6 +130,49 @@ def test_modify_batch_spec_hooks_chain_and_marker_wins(pytester: pytest.Pytester
     }
 
 
+CHAIN_PLUGIN = """
+def pytest_mmperf_modify_batch_spec(config, spec):
+    return spec.replace(context_length=20)  # a plugin is the first link
+"""
+WRAPPER_PLUGIN = """
+import pytest
+
+@pytest.hookimpl(wrapper=True)
+def pytest_mmperf_modify_batch_spec(config, spec):
+    raise AssertionError("a hook wrapper is not a link of the chain")
+    yield
+"""
+CHAIN_ROOT = """
+def pytest_mmperf_modify_batch_spec(config, spec):
+    assert spec.context_length == 20  # after the plugin
+    return spec.replace(context_length=21)
+"""
+CHAIN_SUB = """
+def pytest_mmperf_modify_batch_spec(spec):  # a subset of the arguments, as pluggy allows
+    assert spec.context_length == 21  # after the root conftest: the nearest is last
+    return None  # keep it
+"""
+CHAIN_TEST = """
+def test_spec(mmperf_batch_spec):
+    print("SPEC", mmperf_batch_spec.context_length)
+"""
+
+
+def test_modify_batch_spec_chain_order_plugin_outer_then_nearest(
+        pytester: pytest.Pytester) -> None:
+    """The chain's order (pluggy's listing of the implementations) is pinned here: this fails
+    if a pluggy or pytest release changes it."""
+    pytester.makepyfile(chainplugin=CHAIN_PLUGIN, wrapperplugin=WRAPPER_PLUGIN)
+    pytester.syspathinsert()
+    pytester.makeconftest(CHAIN_ROOT)
+    sub = pytester.mkpydir("sub")
+    (sub / "conftest.py").write_text(CHAIN_SUB)
+    (sub / "test_chain.py").write_text(CHAIN_TEST)
+    result = pytester.runpytest("-p", "chainplugin", "-p", "wrapperplugin", "-v", "-s", SMALL)
+    result.assert_outcomes(passed=1)
+    assert _values(result, "SPEC") == {"test_spec": "21"}
+
+
 def test_modify_batch_spec_bad_return_fails_collection(pytester: pytest.Pytester) -> None:
     pytester.makeconftest("def pytest_mmperf_modify_batch_spec(config, spec):\n"
                           "    return {'batch_size': 2}\n")

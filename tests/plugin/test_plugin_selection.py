@@ -48,6 +48,43 @@ def test_timing_guards_are_marked_so_m_deselects_them(pytester: pytest.Pytester)
                                   "test_marked"}
 
 
+def test_a_timing_guard_reached_through_a_fixture_marks_the_test(
+        pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.fixture
+        def timed(mmperf_guard):
+            mmperf_guard.faster(lambda: None, lambda: None, at_least=1.0)
+
+        def test_through_fixture(timed):
+            pass
+
+        def test_counter(mmperf_guard):
+            mmperf_guard.max_ops(lambda: None, 1)
+    """)
+    result = pytester.runpytest("--collect-only", "-q", "-m", "mmperf_timing")
+    assert _collected(result) == {"test_through_fixture"}
+
+
+def test_item_functions_sees_the_fixture_definitions(pytester: pytest.Pytester) -> None:
+    """The one reader of pytest's private ``item._fixtureinfo``: fails when it disappears."""
+    from pytest_mmperf.plugin import item_functions
+
+    item = pytester.getitem("""
+        import pytest
+
+        @pytest.fixture
+        def helper(tmp_path):
+            return tmp_path
+
+        def test_func(helper):
+            pass
+    """)
+    names = [function.__name__ for function in item_functions(item)]
+    assert names[0] == "test_func" and {"helper", "tmp_path"} <= set(names), names
+
+
 def test_benchmark_selects_benchmarks_and_timing_tests(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(GUARDED)
     result = pytester.runpytest("--benchmark", "--collect-only", "-q")

@@ -113,3 +113,13 @@ def test_sessions_of_one_process_share_a_server_and_bring_their_own_directory(
     first.broken = True  # a failed server is replaced, not handed out again
     replacement = ForkServer.shared(sys.executable, tmp_path)
     assert replacement is not first and not replacement.broken
+
+
+def test_the_server_knows_pytests_own_plugins() -> None:
+    """The one reader of pytest's private ``_pytest.config.default_plugins``: fails when it
+    disappears (the server would then leave pytest's plugins to each worker)."""
+    from pytest_mmperf.timing.forkserver import _pytest_plugin_modules
+
+    modules = _pytest_plugin_modules()
+    assert {"_pytest.python", "_pytest.fixtures", "_pytest.terminal"} <= set(modules), modules
+    assert "pytest_mmperf.plugin" in modules  # and the pytest11 entry points
