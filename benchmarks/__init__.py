@@ -1,6 +1,9 @@
 """asv benchmark suite of pytest-mmperf (see asv.conf.json and tools/perf_gate.py).
 
-``benchmarks.common`` is the single source of truth for the performance cases: the asv classes in
-``bench_*.py`` and the pytest guards in ``tests/perf`` both build their workloads from it.
-This package is imported by asv (``benchmark_dir``) and, from the repository root, by pytest.
+The suite, by job: :mod:`benchmarks.cases` and :mod:`benchmarks.training_cases` (the case
+registry, the single source of truth shared with the pytest guards in ``tests/perf``),
+:mod:`benchmarks.inputs` (seeded, cached inputs and the ``Workload`` a case builds),
+:mod:`benchmarks.ratios` (in-process ratios and counters), :mod:`benchmarks.asv_base` (what the
+asv classes share) and ``bench_*.py`` (the asv classes). This package is imported by asv
+(``benchmark_dir``) and, from the repository root, by pytest.
 """

@@ -1,6 +1,7 @@
 """asv benchmarks of reference/attention.py: cross-modal attention and long joint sequences.
 
-Cases, inputs and implementations come from :mod:`benchmarks.common` (shared with tests/perf).
+Cases and implementations come from :mod:`benchmarks.cases` (shared with tests/perf), inputs
+from :mod:`benchmarks.inputs`.
 Every parameter list is fixed; combinations this host cannot run (no CUDA, no native bf16) are
 skipped from ``setup`` with ``NotImplementedError`` and show as ``n/a``.
 
@@ -30,21 +31,23 @@ import pytest_mmperf.counting.counters  # noqa: F401
 import pytest_mmperf.timing.measure  # noqa: F401
 import reference.attention  # noqa: F401
 
-from .common import (
-    ATTENTION_BASELINE,
-    ATTENTION_CASES,
-    ATTENTION_IMPLS,
-    DTYPES,
-    LONG_BASELINE,
-    LONG_CASES,
-    LONG_IMPLS,
+from .asv_base import (
     _CaseBenchmark,
     _CounterBenchmark,
     _RatioBenchmark,
     case_params,
     check_code_under_test,
-    counters,
 )
+from .cases import (
+    ATTENTION_BASELINE,
+    ATTENTION_CASES,
+    ATTENTION_IMPLS,
+    LONG_BASELINE,
+    LONG_CASES,
+    LONG_IMPLS,
+)
+from .inputs import DTYPES
+from .ratios import counters
 
 check_code_under_test()
 

@@ -1,6 +1,7 @@
 """asv benchmarks of reference/preprocess.py: in-memory batch preprocessing and JPEG loading.
 
-Cases, inputs and implementations come from :mod:`benchmarks.common` (shared with tests/perf).
+Cases and implementations come from :mod:`benchmarks.cases` (shared with tests/perf), inputs
+from :mod:`benchmarks.inputs`.
 Combinations this host cannot run (no CUDA) are skipped from ``setup`` (``n/a``). The kinds of
 benchmark are those of :mod:`benchmarks.bench_attention`: ``time_*``, ``peakmem_*``,
 deterministic ``track_*`` counters and in-process ``track_ratio_vs_*`` (larger is worse).
@@ -22,18 +23,20 @@ import pytest_mmperf.counting.counters  # noqa: F401
 import pytest_mmperf.timing.measure  # noqa: F401
 import reference.preprocess  # noqa: F401
 
-from .common import (
+from .asv_base import (
+    _CaseBenchmark,
+    _CounterBenchmark,
+    _RatioBenchmark,
+    case_params,
+    check_code_under_test,
+)
+from .cases import (
     LOADER_BASELINE,
     LOADER_CASES,
     LOADER_IMPLS,
     PREPROCESS_BASELINE,
     PREPROCESS_CASES,
     PREPROCESS_IMPLS,
-    _CaseBenchmark,
-    _CounterBenchmark,
-    _RatioBenchmark,
-    case_params,
-    check_code_under_test,
 )
 
 check_code_under_test()

@@ -1,6 +1,6 @@
 """asv benchmarks of reference/training.py: the training step and the loader feeding it.
 
-Cases and implementations come from :mod:`benchmarks.common` (``TRAINING_CASES``,
+Cases and implementations come from :mod:`benchmarks.training_cases` (``TRAINING_CASES``,
 ``LOADER_TRAINING_CASES``; shared with tests/perf/test_training.py). ``impl`` is the attention
 backend of every attention layer; ``dtype`` the step's precision (``float32``, ``bfloat16``
 autocast, ``float16`` autocast + GradScaler). Combinations this host cannot run (float16 without
@@ -27,19 +27,21 @@ import pytest_mmperf.counting.counters  # noqa: F401
 import pytest_mmperf.timing.measure  # noqa: F401
 import reference.training  # noqa: F401
 
-from .common import (
+from .asv_base import (
+    _CaseBenchmark,
+    _CounterBenchmark,
+    _RatioBenchmark,
+    case_params,
+    check_code_under_test,
+)
+from .ratios import quick_mode
+from .training_cases import (
     LOADER_TRAINING_CASES,
     LOADER_TRAINING_IMPLS,
     TRAIN_BASELINE,
     TRAIN_DTYPES,
     TRAIN_IMPLS,
     TRAINING_CASES,
-    _CaseBenchmark,
-    _CounterBenchmark,
-    _RatioBenchmark,
-    case_params,
-    check_code_under_test,
-    quick_mode,
 )
 
 check_code_under_test()

@@ -82,8 +82,8 @@ def print_table(times: dict[str, list[float]], per: str = "call") -> None:
 def exp_inmemory(rounds: int) -> None:
     """The seed's loop against the batched path (default threads, one thread, and with the
     zero-copy export disabled, i.e. the unpack-then-resize path), 16 images of 480-800 px
-    (``benchmarks.common.PREPROCESS_CASES["varied16"]``)."""
-    from benchmarks.common import PREPROCESS_CASES
+    (``benchmarks.cases.PREPROCESS_CASES["varied16"]``)."""
+    from benchmarks.cases import PREPROCESS_CASES
     from reference.preprocess import BatchedPreprocessor, NaivePreprocessor
 
     images = PREPROCESS_CASES["varied16"].images()
@@ -107,7 +107,7 @@ def exp_components(rounds: int) -> None:
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms.v2 import functional as F2
 
-    from benchmarks.common import PREPROCESS_CASES
+    from benchmarks.cases import PREPROCESS_CASES
     from reference._arrow import rgbx_view
 
     images = PREPROCESS_CASES["varied16"].images()
@@ -136,7 +136,7 @@ def exp_breakdown(rounds: int) -> None:
     """The stage breakdown of the batched call (``num_threads=1``) against direct timing of its
     ``normalize_uint8`` call inside the same call, and the figure a plain mean of all profiled
     calls would give (the breakdown takes its central calls)."""
-    from benchmarks.common import PREPROCESS_CASES
+    from benchmarks.cases import PREPROCESS_CASES
     from pytest_mmperf.report.stages import format_breakdown, stage_breakdown
     from reference import _pixels, preprocess
 
@@ -178,7 +178,7 @@ def exp_loader(rounds: int) -> None:
     from PIL import Image
     from torchvision.io import decode_jpeg, read_file
 
-    from benchmarks.common import LOADER_CASES
+    from benchmarks.cases import LOADER_CASES
     from reference.preprocess import make_fast_loader, make_seed_loader
 
     case = LOADER_CASES["jpeg16"]

@@ -1,4 +1,4 @@
-"""Every case of ``benchmarks/common.py`` is guarded here as soon as it is registered.
+"""Every case of ``benchmarks/cases.py`` is guarded here as soon as it is registered.
 
 The asv suite takes its ``params`` from the same registries, so adding one entry to
 ``PREPROCESS_CASES``, ``ATTENTION_CASES`` or ``LONG_CASES`` gives both: asv tracks the case per
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.common import (
+from benchmarks.cases import (
     ATTENTION_CASES,
     ATTENTION_IMPLS,
     LONG_CASES,

@@ -149,7 +149,7 @@ def test_fast_loader_starts_no_worker_process() -> None:
     1.5x slower; on a quiet 2-core machine the two differ by ~6 %, too little to time)."""
     import multiprocessing
 
-    from benchmarks.common import LOADER_CASES
+    from benchmarks.cases import LOADER_CASES
     from reference.preprocess import make_fast_loader
 
     data = LOADER_CASES["jpeg16"].dataset()

@@ -1,6 +1,6 @@
 """Timing guards over ``reference/``: ratios measured side by side, pooled across processes.
 
-Each guard compares two implementations of one case of ``benchmarks/common.py`` (the cases the
+Each guard compares two implementations of one case of ``benchmarks/cases.py`` (the cases the
 asv suite tracks), interleaved in this process and, while the interval is unclear, in fresh
 worker processes that re-run the test. Thresholds sit well under the ratios measured on this
 2-core machine (shared and busy, so they move from run to run):
@@ -20,7 +20,7 @@ normalise vs plain torch ops (16 imgs, slowdown)   0.98-1.11x         <= 1.5x
 the same into channels-last (slowdown)             2.0-2.4x           <= 4.0x
 ================================================  =================  =========
 
-(pooled estimates of this suite's guards and of ``benchmarks.common.interleaved_ratio``, on a
+(pooled estimates of this suite's guards and of ``benchmarks.ratios.interleaved_ratio``, on a
 2-core machine at load 5-6; the bf16 guard's interval often straddles its threshold there and
 the point estimate decides.) A healthy tree passes and an undone optimisation (a ratio near 1)
 fails. The seed's own "optimised" preprocessing is measured against its naive loop and
@@ -40,13 +40,8 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks.common import (
-    ATTENTION_CASES,
-    LOADER_CASES,
-    LongSequenceCase,
-    PreprocessCase,
-    Workload,
-)
+from benchmarks.cases import ATTENTION_CASES, LOADER_CASES, LongSequenceCase, PreprocessCase
+from benchmarks.inputs import Workload
 
 # The batched path against the same work composed from its primitives: 0.94-1.04x measured.
 OVERHEAD_TOLERANCE = 0.10

@@ -22,7 +22,7 @@ Counter guards (a step = forward + backward + optimiser step, so backward memory
 Timing guards (thresholds well under the ratios measured here, 2-core AMD EPYC, shared):
 
 ==========================================================  ============  =========
-guard (case of benchmarks/common.py)                         measured      threshold
+guard (case of benchmarks/training_cases.py)                 measured      threshold
 ==========================================================  ============  =========
 sdpa step vs math step, 1024 image tokens (long-1024)        2.25-2.5x     1.3x
 bf16 autocast vs fp32, math attention (long-1024)            2.07x         1.2x
@@ -43,7 +43,8 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks.common import TRAINING_CASES, LoaderTrainingCase, TrainingCase, Workload
+from benchmarks.inputs import Workload
+from benchmarks.training_cases import TRAINING_CASES, LoaderTrainingCase, TrainingCase
 from pytest_mmperf import GuardFailure
 from pytest_mmperf.devices import cpu_flags, has_native_bf16
 
@@ -163,7 +164,7 @@ def test_fast_loader_and_step_ops_constant_in_batch_size(mmperf_guard: Any) -> N
     training thread (num_workers=0) fails this guard: one resize per image (checked by hand).
     (Captions are tokenised up front: the test tokenizer writes one row per caption, work
     that would grow with the batch and is not the loader's.)"""
-    from benchmarks.common import cache_dir
+    from benchmarks.inputs import cache_dir
     from pytest_mmperf.data.synthetic import BatchSpec, SimpleTokenizer, write_jpeg_dataset
     from reference.preprocess import make_fast_loader
     from reference.training import ImageTextModel, ModelConfig, TrainBatch, train_step

@@ -1,4 +1,5 @@
-"""The asv suite's case registry (benchmarks/common.py), its classes, config and gate script.
+"""The asv suite's case registry (benchmarks/cases.py, training_cases.py), its inputs, ratios and
+classes, its config and the gate script.
 
 Run from the repository root (``python -m pytest``), so that ``benchmarks`` is importable.
 Every workload built here is a small ad-hoc case; the registry's real sizes are only inspected.
@@ -20,8 +21,8 @@ from typing import Any
 import pytest
 import torch
 
-import benchmarks.common as common
-from benchmarks.common import (
+from benchmarks import asv_base, inputs, ratios
+from benchmarks.cases import (
     ATTENTION_CASES,
     LOADER_CASES,
     LONG_CASES,
@@ -30,8 +31,9 @@ from benchmarks.common import (
     LoaderCase,
     LongSequenceCase,
     PreprocessCase,
-    Workload,
 )
+from benchmarks.inputs import Workload
+from benchmarks.training_cases import TRAINING_CASES
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -120,30 +122,35 @@ def test_bench_classes_are_well_formed() -> None:
 # ------------------------------------------------------------------- determinism
 
 
-def _clear_caches() -> None:
-    for fn in (common._images, common._cross_inputs, common._attention_module,
-               common._long_inputs):
-        fn.cache_clear()
+def _cross(case: AttentionCase) -> tuple[torch.Tensor, torch.Tensor]:
+    return inputs.cross_features(case.feature_spec(), case.seed, "cpu")
+
+
+def _module(case: AttentionCase, impl: str) -> torch.nn.Module:
+    return inputs.cross_attention(impl, case.dim, case.heads, case.seed, "cpu")
+
+
+def _qkv(case: LongSequenceCase) -> tuple[torch.Tensor, ...]:
+    return inputs.joint_qkv(case.feature_spec(), case.seed, "cpu")
 
 
 def test_inputs_and_weights_are_deterministic() -> None:
     images = [img.tobytes() for img in SMALL_PRE.images()]
-    text, image = common._cross_inputs(SMALL_ATTN, "cpu")
-    weights = [p.clone() for p in common._attention_module(SMALL_ATTN, "sdpa", "cpu").parameters()]
-    q, k, v = (x.clone() for x in common._long_inputs(SMALL_LONG, "cpu"))
+    text, image = _cross(SMALL_ATTN)
+    weights = [p.clone() for p in _module(SMALL_ATTN, "sdpa").parameters()]
+    q, k, v = (x.clone() for x in _qkv(SMALL_LONG))
     rng_before = torch.get_rng_state()
     torch.manual_seed(12345)  # a caller's RNG state must not change the cases
-    _clear_caches()
+    inputs.clear_caches()
     assert [img.tobytes() for img in SMALL_PRE.images()] == images
-    text2, image2 = common._cross_inputs(SMALL_ATTN, "cpu")
+    text2, image2 = _cross(SMALL_ATTN)
     assert torch.equal(text, text2) and torch.equal(image, image2)
-    rebuilt = list(common._attention_module(SMALL_ATTN, "sdpa", "cpu").parameters())
+    rebuilt = list(_module(SMALL_ATTN, "sdpa").parameters())
     assert all(torch.equal(a, b) for a, b in zip(weights, rebuilt, strict=True))
-    assert all(torch.equal(a, b) for a, b in
-               zip((q, k, v), common._long_inputs(SMALL_LONG, "cpu"), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip((q, k, v), _qkv(SMALL_LONG), strict=True))
     state = torch.get_rng_state()
-    _clear_caches()
-    common._attention_module(SMALL_ATTN, "math", "cpu")
+    inputs.clear_caches()
+    _module(SMALL_ATTN, "math")
     assert torch.equal(torch.get_rng_state(), state), "building a module moved the global RNG"
     torch.set_rng_state(rng_before)
 
@@ -173,7 +180,7 @@ def test_preprocess_impls_agree() -> None:
 
 def test_loader_case_reads_its_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MMPERF_BENCH_CACHE", str(tmp_path))
-    common.cache_dir.cache_clear()
+    inputs.cache_dir.cache_clear()
     try:
         case = LoaderCase("t-jpeg", images=3, min_side=300, max_side=400, workers=0)
         first = case.dataset()
@@ -185,7 +192,7 @@ def test_loader_case_reads_its_dataset(tmp_path: Path, monkeypatch: pytest.Monke
         fast.close()
         assert batch.shape == (3, 3, 224, 224) and batch.dtype == torch.float32
     finally:
-        common.cache_dir.cache_clear()
+        inputs.cache_dir.cache_clear()
 
 
 # ------------------------------------------------------------ unsupported combinations
@@ -236,10 +243,10 @@ def test_bad_values_raise_value_error(args: tuple[str, ...], match: str) -> None
 
 def test_counters_are_deterministic_and_tell_implementations_apart() -> None:
     math_w, sdpa_w = SMALL_LONG.build("math"), SMALL_LONG.build("sdpa")
-    assert common.counters(math_w, "ops") == common.counters(math_w, "ops")
-    assert common.counters(sdpa_w, "ops") < common.counters(math_w, "ops")
-    assert common.counters(math_w, "peak_memory") > common.counters(sdpa_w, "peak_memory")
-    assert common.counters(math_w, "flops") == SMALL_LONG.flops("math")
+    assert ratios.counters(math_w, "ops") == ratios.counters(math_w, "ops")
+    assert ratios.counters(sdpa_w, "ops") < ratios.counters(math_w, "ops")
+    assert ratios.counters(math_w, "peak_memory") > ratios.counters(sdpa_w, "peak_memory")
+    assert ratios.counters(math_w, "flops") == SMALL_LONG.flops("math")
 
 
 def _sleeper(seconds: float, name: str) -> Workload:
@@ -247,27 +254,27 @@ def _sleeper(seconds: float, name: str) -> Workload:
 
 
 def test_interleaved_ratio_is_candidate_over_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(common.QUICK_ENV, raising=False)
+    monkeypatch.delenv(ratios.QUICK_ENV, raising=False)
     slow, fast = _sleeper(0.01, "slow"), _sleeper(0.001, "fast")
     # Sleeps last at least as long as asked: the slow side can only look slower.
-    assert common.interleaved_ratio(slow, fast, budget_s=0.2, min_blocks=3) > 1.5
-    assert common.interleaved_ratio(fast, slow, budget_s=0.2, min_blocks=3) < 1 / 1.5
-    monkeypatch.setenv(common.QUICK_ENV, "1")
-    assert common.interleaved_ratio(slow, fast) > 1.5
+    assert ratios.interleaved_ratio(slow, fast, budget_s=0.2, min_blocks=3) > 1.5
+    assert ratios.interleaved_ratio(fast, slow, budget_s=0.2, min_blocks=3) < 1 / 1.5
+    monkeypatch.setenv(ratios.QUICK_ENV, "1")
+    assert ratios.interleaved_ratio(slow, fast) > 1.5
     other = Workload("t", "x", "cuda:0", "float32", lambda: None)
     with pytest.raises(ValueError, match="needs one device"):
-        common.interleaved_ratio(slow, other)
+        ratios.interleaved_ratio(slow, other)
 
 
 def test_bench_threads_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(common.THREADS_ENV, raising=False)
-    assert common.bench_threads() == 1
-    monkeypatch.setenv(common.THREADS_ENV, "3")
-    assert common.bench_threads() == 3
+    monkeypatch.delenv(asv_base.THREADS_ENV, raising=False)
+    assert asv_base.bench_threads() == 1
+    monkeypatch.setenv(asv_base.THREADS_ENV, "3")
+    assert asv_base.bench_threads() == 3
     for bad in ("0", "two"):
-        monkeypatch.setenv(common.THREADS_ENV, bad)
+        monkeypatch.setenv(asv_base.THREADS_ENV, bad)
         with pytest.raises(ValueError, match=f"MMPERF_BENCH_THREADS={bad!r}"):
-            common.bench_threads()
+            asv_base.bench_threads()
 
 
 # ----------------------------------------------------------------- config and gate
@@ -370,9 +377,9 @@ def test_gate_usage_errors_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_asv_result_units_are_json_serialisable() -> None:
     # Track results travel to asv as JSON: a counter must be a plain int, a ratio a float.
-    value = common.counters(SMALL_ATTN.build("sdpa"), "ops")
+    value = ratios.counters(SMALL_ATTN.build("sdpa"), "ops")
     assert type(value) is int and json.loads(json.dumps(value)) == value
-    ratio = common.interleaved_ratio(_sleeper(0.002, "a"), _sleeper(0.001, "b"), budget_s=0.05,
+    ratio = ratios.interleaved_ratio(_sleeper(0.002, "a"), _sleeper(0.001, "b"), budget_s=0.05,
                                      min_blocks=2)
     assert isinstance(ratio, float) and math.isfinite(ratio)
 
@@ -382,24 +389,24 @@ def test_suite_refuses_to_benchmark_the_checkout(monkeypatch: pytest.MonkeyPatch
     # Here `reference` is the checkout's (editable install): fine with --python=same ...
     monkeypatch.setenv("ASV_CONF_DIR", str(ROOT))
     monkeypatch.setenv("ASV_ENV_TYPE", "existing")
-    common.check_code_under_test()
+    asv_base.check_code_under_test()
     # ... but in a built asv environment it would mean every commit runs the working tree.
     monkeypatch.setenv("ASV_ENV_TYPE", "virtualenv")
     with pytest.raises(ImportError, match="from the checkout"):
-        common.check_code_under_test()
+        asv_base.check_code_under_test()
     monkeypatch.setenv("ASV_CONF_DIR", str(tmp_path))  # another project's asv run
-    common.check_code_under_test()
+    asv_base.check_code_under_test()
 
 
 def test_quick_pass_shrinks_only_the_costly_cases(monkeypatch: pytest.MonkeyPatch) -> None:
-    training = common.TRAINING_CASES["clip-tiny-b32"]
-    long_case = common.LONG_CASES["joint-4096"]
-    pre = common.PREPROCESS_CASES["varied16"]
-    monkeypatch.delenv(common.QUICK_ENV, raising=False)
-    assert common.quick_case(training) is training and common.quick_case(long_case) is long_case
-    monkeypatch.setenv(common.QUICK_ENV, "1")
-    small = common.quick_case(training)
+    training = TRAINING_CASES["clip-tiny-b32"]
+    long_case = LONG_CASES["joint-4096"]
+    pre = PREPROCESS_CASES["varied16"]
+    monkeypatch.delenv(ratios.QUICK_ENV, raising=False)
+    assert asv_base.quick_case(training) is training and asv_base.quick_case(long_case) is long_case
+    monkeypatch.setenv(ratios.QUICK_ENV, "1")
+    small = asv_base.quick_case(training)
     assert (small.batch_size, small.name, small.model) == (4, training.name, training.model)
-    assert common.quick_case(long_case).tokens == 1024
-    assert common.quick_case(long_case).window == long_case.window
-    assert common.quick_case(pre) is pre
+    assert asv_base.quick_case(long_case).tokens == 1024
+    assert asv_base.quick_case(long_case).window == long_case.window
+    assert asv_base.quick_case(pre) is pre
