@@ -128,7 +128,7 @@ def test_naive_loop_dispatches_per_image(mmperf_guard: Any, images_of: Any) -> N
 
 
 @pytest.mark.parametrize("impl", ["naive", "seed", "batched"])
-def test_preprocess_snapshot(mmperf_guard: Any, images_of: Any, impl: str) -> None:
+def test_preprocess_snapshot(snapshot: Any, images_of: Any, impl: str) -> None:
     from reference.preprocess import (
         BatchedPreprocessor,
         NaivePreprocessor,
@@ -139,8 +139,7 @@ def test_preprocess_snapshot(mmperf_guard: Any, images_of: Any, impl: str) -> No
         "naive": NaivePreprocessor, "seed": SeedOptimizedPreprocessor,
         "batched": lambda: BatchedPreprocessor(num_threads=1)}
     pre = makers[impl]()
-    mmperf_guard.snapshot(f"preprocess/{impl}/B4-small", _on(pre, images_of(4)),
-                          tolerance={"ops": 0.0, "flops": 0.0, "peak_memory": 0.10})
+    snapshot(f"preprocess/{impl}/B4-small", _on(pre, images_of(4)), single_thread=True)
 
 
 def test_fast_loader_starts_no_worker_process() -> None:

@@ -83,17 +83,9 @@ CLAIM_PROCESSES = 5  # capped by --mmperf-processes: 3 in plain pytest, 5 under 
 _MEASURED: dict[str, Any] = {}  # guard results shared with the claim test (same process)
 
 
-def _build(case: Any, impl: str, dtype: str = "float32") -> Workload:
-    try:
-        work: Workload = case.build(impl, dtype)
-    except NotImplementedError as exc:
-        pytest.skip(str(exc))
-    return work
-
-
-def test_batched_preprocessing_faster_than_seed_loop(mmperf_guard: Any) -> None:
+def test_batched_preprocessing_faster_than_seed_loop(mmperf_guard: Any, build_or_skip: Any) -> None:
     case = PRE_CASE
-    result = mmperf_guard.faster(_build(case, "batched"), _build(case, "naive"),
+    result = mmperf_guard.faster(build_or_skip(case, "batched"), build_or_skip(case, "naive"),
                                  at_least=AT_LEAST["batched"], name="batched vs naive")
     _MEASURED["batched"] = result
 
@@ -130,11 +122,11 @@ def _primitives_floor(case: PreprocessCase) -> Callable[[], object]:
     return run
 
 
-def test_batched_preprocessing_adds_no_overhead(mmperf_guard: Any) -> None:
+def test_batched_preprocessing_adds_no_overhead(mmperf_guard: Any, build_or_skip: Any) -> None:
     """Catches slowdowns of the batched path itself (redundant work, a lost thread, an extra
     copy) that the ratio against the seed's loop, 8x or more, would hide."""
     case = PRE_CASE
-    mmperf_guard.not_slower(_build(case, "batched"), _primitives_floor(case),
+    mmperf_guard.not_slower(build_or_skip(case, "batched"), _primitives_floor(case),
                             tolerance=OVERHEAD_TOLERANCE, name="batched vs its primitives")
 
 
@@ -185,10 +177,10 @@ def test_zero_copy_pixels_faster_than_unpacking(mmperf_guard: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def loaders() -> Iterator[tuple[Workload, Workload]]:
+def loaders(build_or_skip: Any) -> Iterator[tuple[Workload, Workload]]:
     """(fast, seed) loader workloads with their persistent workers already started."""
     case = LOADER_CASES["jpeg16"]
-    fast, seed = _build(case, "fast"), _build(case, "seed")
+    fast, seed = build_or_skip(case, "fast"), build_or_skip(case, "seed")
     try:
         fast()  # the first epoch starts the workers: not part of any measurement
         seed()
@@ -228,35 +220,36 @@ def test_thread_loader_not_slower_than_process_loader(mmperf_guard: Any) -> None
             iterator._shutdown_workers()
 
 
-def test_sdpa_faster_than_math(mmperf_guard: Any) -> None:
-    mmperf_guard.faster(_build(SDPA_CASE, "sdpa"), _build(SDPA_CASE, "math"),
+def test_sdpa_faster_than_math(mmperf_guard: Any, build_or_skip: Any) -> None:
+    mmperf_guard.faster(build_or_skip(SDPA_CASE, "sdpa"), build_or_skip(SDPA_CASE, "math"),
                         at_least=AT_LEAST["sdpa"], name=f"sdpa vs math N={SDPA_CASE.tokens}")
 
 
-def test_bf16_autocast_faster_than_float32(mmperf_guard: Any) -> None:
+def test_bf16_autocast_faster_than_float32(mmperf_guard: Any, build_or_skip: Any) -> None:
     from pytest_mmperf.devices import has_native_bf16
 
     if not has_native_bf16("cpu"):
         pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX): autocast to bf16 would "
                     "be emulated and slower than float32, so there is no speed-up to guard")
     case = BF16_CASE
-    mmperf_guard.faster(_build(case, "sdpa", "bfloat16"), _build(case, "sdpa", "float32"),
+    mmperf_guard.faster(build_or_skip(case, "sdpa", "bfloat16"),
+                        build_or_skip(case, "sdpa", "float32"),
                         at_least=AT_LEAST["bf16"], name="sdpa bf16 vs f32 (CLIP block)")
 
 
-def test_sparse_faster_than_dense_at_4096(mmperf_guard: Any) -> None:
+def test_sparse_faster_than_dense_at_4096(mmperf_guard: Any, build_or_skip: Any) -> None:
     case = SPARSE_CASE
-    mmperf_guard.faster(_build(case, "local"), _build(case, "sdpa"),
+    mmperf_guard.faster(build_or_skip(case, "local"), build_or_skip(case, "sdpa"),
                         at_least=AT_LEAST["sparse"],
                         name=f"local vs sdpa N={case.tokens} w={case.window}")
 
 
-def test_seed_claim(mmperf_guard: Any, mmperf_report: Any) -> None:
+def test_seed_claim(mmperf_guard: Any, mmperf_report: Any, build_or_skip: Any) -> None:
     """The seed's 30-50 % claim, measured: its own code against its own naive loop."""
     case = PRE_CASE
     # A clear pass comes after two processes, but with two the interval is wide (Student-t with
     # one degree of freedom): pool all the run allows, for an interval that can judge the claim.
-    result = mmperf_guard.not_slower(_build(case, "seed"), _build(case, "naive"),
+    result = mmperf_guard.not_slower(build_or_skip(case, "seed"), build_or_skip(case, "naive"),
                                      tolerance=SEED_TOLERANCE, name="seed-optimised vs naive",
                                      min_processes=CLAIM_PROCESSES)
     # not_slower reports the slowdown t_seed / t_naive; the claim reads it as a speed-up.

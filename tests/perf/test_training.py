@@ -206,7 +206,7 @@ def test_fast_loader_and_step_ops_constant_in_batch_size(mmperf_guard: Any) -> N
 @pytest.mark.parametrize(("backend", "precision"),
                          [("sdpa", "float32"), ("sdpa", "bfloat16"), ("math", "float32"),
                           ("mha", "float32"), ("local", "float32"), ("seed_sparse", "float32")])
-def test_training_step_snapshot(mmperf_guard: Any, backend: str, precision: str) -> None:
+def test_training_step_snapshot(snapshot: Any, backend: str, precision: str) -> None:
     case = TrainingCase("snap-b4", batch_size=4, model={
         "dim": 32, "heads": 2, "image_layers": 1, "text_layers": 1, "context_length": 16,
         "vocab_size": 256})
@@ -219,34 +219,26 @@ def test_training_step_snapshot(mmperf_guard: Any, backend: str, precision: str)
         kind = "bfloat16-emulated"
     elif precision == "bfloat16" and "amx_bf16" in cpu_flags():
         kind = "bfloat16-amx"
-    mmperf_guard.snapshot(f"training/{backend}/{kind}/{case.name}", work,
-                          tolerance={"ops": 0.0, "flops": 0.0, "peak_memory": 0.25})
+    snapshot(f"training/{backend}/{kind}/{case.name}", work)
 
 
 # --- timing ------------------------------------------------------------------------------------
-def _build(case: Any, impl: str, dtype: str = "float32") -> Workload:
-    try:
-        work: Workload = case.build(impl, dtype)
-    except NotImplementedError as exc:
-        pytest.skip(str(exc))
-    return work
-
-
 @pytest.mark.mmperf_timing
-def test_sdpa_step_faster_than_math(mmperf_guard: Any) -> None:
-    mmperf_guard.faster(_build(SDPA_CASE, "sdpa"), _build(SDPA_CASE, "math"),
+def test_sdpa_step_faster_than_math(mmperf_guard: Any, build_or_skip: Any) -> None:
+    mmperf_guard.faster(build_or_skip(SDPA_CASE, "sdpa"), build_or_skip(SDPA_CASE, "math"),
                         at_least=AT_LEAST["sdpa"], inference_mode=False,
                         name=f"sdpa vs math training step, {SDPA_CASE.name}")
 
 
 @pytest.mark.mmperf_timing
-def test_bf16_step_faster_than_fp32(mmperf_guard: Any) -> None:
+def test_bf16_step_faster_than_fp32(mmperf_guard: Any, build_or_skip: Any) -> None:
     from pytest_mmperf.devices import cpu_model, has_native_bf16
 
     if not has_native_bf16("cpu"):
         pytest.skip(f"{cpu_model()} has no native bf16 (AVX512-BF16 or AMX): autocast to bf16 is "
                     "emulated and slower than float32, so there is no speed-up to guard")
-    mmperf_guard.faster(_build(BF16_CASE, "math", "bfloat16"), _build(BF16_CASE, "math"),
+    mmperf_guard.faster(build_or_skip(BF16_CASE, "math", "bfloat16"),
+                        build_or_skip(BF16_CASE, "math"),
                         at_least=AT_LEAST["bf16"], inference_mode=False,
                         name=f"bf16 vs fp32 training step (math), {BF16_CASE.name}")
 

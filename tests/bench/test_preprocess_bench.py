@@ -1,6 +1,6 @@
 """pytest-benchmark numbers for reference/preprocess.py (a benchmark, not a timed test).
 
-Run side by side: ``.venv/bin/python -m pytest tests/reference/test_preprocess_bench.py
+Run side by side: ``.venv/bin/python -m pytest tests/bench/test_preprocess_bench.py
 --benchmark-enable --benchmark-group-by=group``. Under the project's default
 ``--benchmark-disable`` each case runs once, as a smoke test.
 

@@ -2,7 +2,7 @@
 
 The repository's addopts include ``--benchmark-disable``: then each benchmark body runs once,
 untimed, as a plain test. Time them with
-``python -m pytest tests/unit/test_synthetic_bench.py --benchmark-enable``. Generating the default
+``python -m pytest tests/bench/test_synthetic_bench.py --benchmark-enable``. Generating the default
 batch must stay cheap next to the work it feeds (the issue's budget: under one second here).
 """
 

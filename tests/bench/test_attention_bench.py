@@ -1,6 +1,6 @@
 """pytest-benchmark numbers for reference/attention.py (a benchmark, not a timed test).
 
-Run: ``.venv/bin/python -m pytest tests/reference/test_attention_bench.py --benchmark-enable``.
+Run: ``.venv/bin/python -m pytest tests/bench/test_attention_bench.py --benchmark-enable``.
 Under the project's default ``--benchmark-disable`` each case runs once, as a smoke test.
 
 Groups (float32 under ``torch.inference_mode`` unless the name says bf16):
