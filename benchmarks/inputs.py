@@ -129,7 +129,7 @@ def close_loader_workers(loader: Any) -> None:
     its ``_iterator``, and does nothing when that is gone."""
     inner = getattr(loader, "loader", loader)
     iterator = getattr(inner, "_iterator", None)
-    if iterator is not None:
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
         iterator._shutdown_workers()
 
 

@@ -227,10 +227,10 @@ def exp_loader(rounds: int) -> None:
             "fast items (draft + resize), 1 thread": lambda: [items[i] for i in range(len(items))],
         }, rounds), per=f"{len(paths)} files")
     finally:
+        from benchmarks.inputs import close_loader_workers
+
         for loader in (fast.loader, seed):
-            iterator = getattr(loader, "_iterator", None)
-            if iterator is not None:
-                iterator._shutdown_workers()
+            close_loader_workers(loader)
 
 
 def exp_attention(rounds: int) -> None:

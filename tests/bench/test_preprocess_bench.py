@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 import torch
 
+from benchmarks.inputs import close_loader_workers
 from pytest_mmperf.data.synthetic import ImageTextBatch, JpegDataset
 from reference.preprocess import (
     BatchedPreprocessor,
@@ -78,13 +79,6 @@ def test_bench_preprocess(benchmark: Any, mmperf_batch: ImageTextBatch, variant:
     _record(benchmark, N_IMAGES)
 
 
-def _shutdown(loader: Any) -> None:
-    """Stop persistent workers now instead of at garbage collection."""
-    iterator = getattr(getattr(loader, "loader", loader), "_iterator", None)
-    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-        iterator._shutdown_workers()
-
-
 def _bench_epoch(benchmark: Any, loader: Iterable[Any], batch_size: int) -> None:
     def epoch() -> int:
         seen = 0
@@ -98,7 +92,7 @@ def _bench_epoch(benchmark: Any, loader: Iterable[Any], batch_size: int) -> None
             assert epoch() == N_IMAGES
         assert benchmark(epoch) == N_IMAGES
     finally:
-        _shutdown(loader)
+        close_loader_workers(loader)  # now, not at garbage collection
     benchmark.extra_info["batch_size"] = batch_size
     _record(benchmark, N_IMAGES)
 

@@ -149,6 +149,7 @@ def test_fast_loader_starts_no_worker_process() -> None:
     import multiprocessing
 
     from benchmarks.cases import LOADER_CASES
+    from benchmarks.inputs import close_loader_workers
     from reference.preprocess import make_fast_loader
 
     data = LOADER_CASES["jpeg16"].dataset()
@@ -163,6 +164,4 @@ def test_fast_loader_starts_no_worker_process() -> None:
         list(processes)  # the same check sees DataLoader workers: it can fail
         assert {p.pid for p in multiprocessing.active_children()} - before
     finally:
-        iterator = getattr(processes.loader, "_iterator", None)
-        if iterator is not None:
-            iterator._shutdown_workers()
+        close_loader_workers(processes)

@@ -41,7 +41,7 @@ import pytest
 import torch
 
 from benchmarks.cases import ATTENTION_CASES, LOADER_CASES, LongSequenceCase, PreprocessCase
-from benchmarks.inputs import Workload
+from benchmarks.inputs import Workload, close_loader_workers
 
 # The batched path against the same work composed from its primitives: 0.94-1.04x measured.
 OVERHEAD_TOLERANCE = 0.10
@@ -215,9 +215,7 @@ def test_thread_loader_not_slower_than_process_loader(mmperf_guard: Any) -> None
                                 tolerance=THREAD_LOADER_TOLERANCE,
                                 name="thread vs process loader")
     finally:
-        iterator = getattr(processes.loader, "_iterator", None)
-        if iterator is not None:
-            iterator._shutdown_workers()
+        close_loader_workers(processes)
 
 
 def test_sdpa_faster_than_math(mmperf_guard: Any, build_or_skip: Any) -> None:

@@ -43,7 +43,7 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks.inputs import Workload
+from benchmarks.inputs import Workload, close_loader_workers
 from benchmarks.training_cases import TRAINING_CASES, LoaderTrainingCase, TrainingCase
 from pytest_mmperf import GuardFailure
 from pytest_mmperf.devices import cpu_flags, has_native_bf16
@@ -198,9 +198,7 @@ def test_fast_loader_and_step_ops_constant_in_batch_size(mmperf_guard: Any) -> N
         mmperf_guard.ops_constant(build, (2, 4, 8), name="fast loader + step ops per batch")
     finally:
         for loader in loaders:
-            iterator = getattr(loader.loader, "_iterator", None)
-            if iterator is not None:
-                iterator._shutdown_workers()
+            close_loader_workers(loader)
 
 
 @pytest.mark.parametrize(("backend", "precision"),

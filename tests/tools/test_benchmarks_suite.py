@@ -195,6 +195,20 @@ def test_loader_case_reads_its_dataset(tmp_path: Path, monkeypatch: pytest.Monke
         inputs.cache_dir.cache_clear()
 
 
+def test_close_loader_workers_stops_persistent_workers() -> None:
+    """The one reader of DataLoader's private ``_iterator``: fails when it stops working."""
+    import multiprocessing
+
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(list(range(4)), batch_size=2, num_workers=1, persistent_workers=True)
+    before = set(multiprocessing.active_children())
+    assert len(list(loader)) == 2
+    assert set(multiprocessing.active_children()) - before, "no persistent worker to stop"
+    inputs.close_loader_workers(loader)
+    assert not set(multiprocessing.active_children()) - before
+
+
 # ------------------------------------------------------------ unsupported combinations
 
 
