@@ -130,15 +130,10 @@ class GuardSettings:
     threads: Threads = THREADS_AUTO
 
     def __post_init__(self) -> None:
-        owner = "GuardSettings"
-        check = object.__setattr__  # frozen: store the checked (normalised) values
-        check(self, "budget_s", rules.BUDGET_S.field(owner, "budget_s", self.budget_s))
-        check(self, "processes", rules.PROCESSES.field(owner, "processes", self.processes))
-        check(self, "confidence", rules.CONFIDENCE.field(owner, "confidence", self.confidence))
-        check(self, "inconclusive", rules.INCONCLUSIVE.field(owner, "inconclusive",
-                                                             self.inconclusive))
-        check(self, "seed", rules.SEED.field(owner, "seed", self.seed))
-        check(self, "threads", rules.check_threads(self.threads, owner))
+        rules.check_fields(self, "GuardSettings", budget_s=rules.BUDGET_S,
+                           processes=rules.PROCESSES, confidence=rules.CONFIDENCE,
+                           inconclusive=rules.INCONCLUSIVE, seed=rules.SEED,
+                           threads=rules.THREADS_OR_NONE)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pytest_mmperf.constants import INCONCLUSIVE_POLICIES, ISOLATIONS, SCALES
 
@@ -174,9 +174,21 @@ BOOL: Rule[bool] = Rule("1/true/yes/on or 0/false/no/off", _bool, _bool_text)
 PATH: Rule[Path] = Rule("a file path", _path, lambda text: text)
 
 
+# Where None is allowed too: leave torch's thread count as it is (GuardSettings, time_pair).
+THREADS_OR_NONE: Rule[int | str | None] = Rule(
+    THREADS.accepted, lambda v: None if v is None else THREADS.check(v), THREADS.from_text)
+
+
 def check_threads(value: object, owner: str, name: str = "threads") -> Threads:
-    """``THREADS``, or None (leave torch's thread count as it is)."""
-    return None if value is None else THREADS.field(owner, name, value)
+    """:data:`THREADS_OR_NONE` for field ``name`` of ``owner``."""
+    return THREADS_OR_NONE.field(owner, name, value)
+
+
+def check_fields(obj: object, owner: str, **field_rules: Rule[Any]) -> None:
+    """Check each field of the frozen dataclass ``obj`` by its rule and store the checked value
+    (``2`` seconds become ``2.0``); the ``ValueError`` names ``owner`` and the field."""
+    for name, rule in field_rules.items():
+        object.__setattr__(obj, name, rule.field(owner, name, getattr(obj, name)))
 
 
 # --------------------------------------------------------------------------- devices, revisions

@@ -67,16 +67,10 @@ class CompareSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        owner = "CompareSettings"
-        check = object.__setattr__  # frozen: store the checked (normalised) values
-        check(self, "tolerance", rules.TOLERANCE.field(owner, "tolerance", self.tolerance))
-        check(self, "budget_s", rules.BUDGET_S.field(owner, "budget_s", self.budget_s))
-        check(self, "pairs", rules.PROCESSES.field(owner, "pairs", self.pairs))
-        check(self, "confidence", rules.CONFIDENCE.field(owner, "confidence", self.confidence))
-        check(self, "inconclusive", rules.INCONCLUSIVE.field(owner, "inconclusive",
-                                                             self.inconclusive))
-        check(self, "seed", rules.SEED.field(owner, "seed", self.seed))
-        check(self, "threads", rules.check_threads(self.threads, owner))
+        rules.check_fields(self, "CompareSettings", tolerance=rules.TOLERANCE,
+                           budget_s=rules.BUDGET_S, pairs=rules.PROCESSES,
+                           confidence=rules.CONFIDENCE, inconclusive=rules.INCONCLUSIVE,
+                           seed=rules.SEED, threads=rules.THREADS_OR_NONE)
 
 
 StartPair = Callable[[int], Sides]
