@@ -1,43 +1,21 @@
-"""``--mmperf-baseline`` tried as a new user would: a repository with a history (issue 22).
+"""``--mmperf-baseline`` tried as a new user would: a repository with a history.
 
-Builds a git repository in a temporary directory: a package ``mypkg`` with five functions that a
-multimodal model's input pipeline and blocks might have, each with a pytest-benchmark test
-(``tests/test_benchmarks.py``; per call 1-20 ms on a 2-core CPU):
-
-=================== ===================================================================
-test                what it measures
-=================== ===================================================================
-test_preprocess     8 uint8 images 3x128x128 -> antialiased bilinear resize to 96x96, normalise
-test_tokenize       512 captions -> (512, 32) int64 ids (a Python word-level tokenizer)
-test_mlp            MLP 256 -> 1024 -> 256 (GELU) on 128 tokens
-test_cross_attention 256 text tokens attend to 1024 image tokens, dim 256, 8 heads (SDPA)
-test_patch_embed    8 images 3x128x128 -> 8x8 patches -> 256 tokens of dim 256 (a conv)
-=================== ===================================================================
-
-Then three commits, each run as the CI job of a pull request whose base is the commit before
-(``pytest --benchmark --mmperf-baseline=HEAD~1``):
-
-* ``neutral``: a docstring and the README change, no code does (expected: nothing fails);
-* ``slower20``: ``tokenize`` tokenizes every fifth text a second time as a check, 20 % more
-  work (expected: ``test_tokenize`` fails, alone);
-* ``explicit_attention``: the cross-attention's ``scaled_dot_product_attention`` replaced by
-  ``softmax(q @ k.T / sqrt(d)) @ v`` (expected: ``test_cross_attention`` fails, alone).
-
-Before the runs, each change's own effect is measured in this process (both commits' versions
-of the changed function, interleaved, one thread) and their outputs compared, so that the table
-can tell a change that is not what it claims from a comparison that misjudged it. Each run
-reports the tests that failed (from JUnit XML: real test failures), every comparison's ratio and
-interval, pytest-benchmark's median per call, the wall time of the whole pytest run (goal: at
-most 120 s on a 2-core runner) and whether the checkout is untouched afterwards (``git status
---porcelain`` empty, HEAD unchanged, ``git worktree list`` one entry, no ``mmperf-*`` left in
-the run's own TMPDIR).
+Builds a git repository in a temporary directory with five benchmarked functions of a multimodal
+input pipeline and its blocks (preprocessing, a tokenizer, an MLP, SDPA cross-attention, a patch
+embedding; :func:`package`), then three commits, each run as the CI job of a pull
+request whose base is the commit before (``pytest --benchmark --mmperf-baseline=HEAD~1``): a
+neutral change (nothing may fail), one function 20 % slower (that test alone fails), SDPA
+swapped for explicit attention (the attention test alone fails). Each change's own effect is
+measured in this process first, so that a change that is not what it claims is told apart from
+a comparison that misjudged it. Each run reports the failed tests (JUnit XML), every
+comparison's ratio and interval, the wall time of the pytest run (goal: at most 120 s on a
+2-core runner) and whether the checkout is untouched afterwards.
 
 Usage::
 
     python tools/baseline_demo.py [--repeat N] [--json PATH] [--keep] [--no-check]
 
-``--repeat`` builds a fresh repository and makes the three runs N times. Prints Markdown tables
-and the machine, and exits 0 when every run went as expected.
+Prints Markdown tables and the machine; exits 0 when every run went as expected.
 """
 
 from __future__ import annotations

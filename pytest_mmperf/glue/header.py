@@ -34,7 +34,8 @@ def uses_mmperf(items: Sequence[pytest.Item]) -> bool:
 def header_lines(config: pytest.Config, items: Sequence[pytest.Item]) -> list[str]:
     """The lines, or none when the header is off or no collected test uses the plugin (or,
     under ``--mmperf-baseline``, pytest-benchmark's fixture)."""
-    if config.get_verbosity() < 0 or config.getoption("no_header", False):
+    # config.get_verbosity() is pytest >= 8; the option is what it reads
+    if int(config.getoption("verbose", 0) or 0) < 0 or config.getoption("no_header", False):
         return []
     s = cfg.get_settings(config)
     compared = []

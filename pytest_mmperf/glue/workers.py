@@ -105,7 +105,8 @@ def worker_command(
     # -k "" / -m "" undo any selection in addopts: the node id alone selects the test.
     cmd = [python or sys.executable, "-m", "pytest", nodeid, "-p", "no:cacheprovider", "-q", "-x",
            f"--rootdir={os.fspath(rootdir)}", "-p", "no:randomly", "-k", "", "-m", "",
-           # its gc.collect() at exit costs ~0.5 s per worker with torch loaded; the parent
+           # its gc.collect() at exit is a large part of a worker's cost with torch loaded
+           # (docs/measurements.md#worker-start-up); the parent
            # reports unraisable exceptions of the test anyway
            "-p", "no:unraisableexception"]
     if inifile:

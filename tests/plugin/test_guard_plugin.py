@@ -60,7 +60,7 @@ def test_pair(mmperf_guard):
     run.stdout.fnmatch_lines([
         "*faster(): FAIL: speedup 0.*x, 95% interval [[]*, *[]], required at least 1.5x",
         # 0.25x against 1.5x is clear-cut: the parent decides alone
-        "*samples: * rounds x 1 process on cpu (* threads, inference_mode=True)*",
+        "*samples: * rounds x 1 process on cpu (* thread*, inference_mode=True)*",
     ])
     assert "Traceback" not in run.stdout.str()  # pytrace=False: the message is the report
     (res,) = results(pytester)

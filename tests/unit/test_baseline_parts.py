@@ -337,7 +337,7 @@ def test_side_failures_become_verdicts(monkeypatch: pytest.MonkeyPatch, side: st
 
 
 def test_compare_settings_are_validated() -> None:
-    with pytest.raises(ValueError, match="tolerance must be a fraction >= 0"):
+    with pytest.raises(ValueError, match="CompareSettings tolerance must be a number >= 0"):
         CompareSettings(tolerance=-0.1)
-    with pytest.raises(ValueError, match="pairs must be an int >= 1"):
+    with pytest.raises(ValueError, match="CompareSettings pairs must be an integer >= 1"):
         CompareSettings(pairs=0)
