@@ -1,73 +1,25 @@
 """Measure the timing guards' and ``--mmperf-baseline``'s error rates and costs on this machine.
 
-Guard scenarios (the README's table) repeat one guard as separate tests of one pytest session;
-every guard pools worker processes as in any run. The work is ``k`` float32 matrix products of
-256 x 256 (0.1-0.5 ms each), so "identical" is 4 against 4, "25 % slower" 5 against 4, "10 %
-slower" 11 against 10, "2x" 4 against 8.
-
-=================== ======================= =========== ==========================================
-scenario            guard                   budget      goal
-=================== ======================= =========== ==========================================
-identical           not_slower(tol=0.10)    default     <= 1 of 50 fail
-twice               faster(at_least=1.5)    default     <= 1 of 50 fail
-slower25            not_slower(tol=0.10)    default     >= 19 of 20 caught
-slower10            not_slower(tol=0.05)    --benchmark >= 19 of 20 caught
-identical05         not_slower(tol=0.05)    --benchmark <= 1 of 50 fail
-identical_load      not_slower(tol=0.10)    default     0 fail, >= 9 of 10 decided by the interval
-                                                        (one core busy; issue 24)
-slower25_load       not_slower(tol=0.10)    default     >= 19 of 20 caught (one core busy; issue 24)
-identical_spawn     not_slower(tol=0.10)    default     <= 1 of 50 fail; fresh interpreters
-clear4x             faster(at_least=1.5)    default     <= 1 of 50 fail (4x: one process)
-slower2x            not_slower(tol=0.10)    default     >= 19 of 20 caught (2x: one process)
-clear4x_load        faster(at_least=1.5)    default     0 of 20 fail (one core busy)
-slower2x_load       not_slower(tol=0.10)    default     reported (one core busy)
-=================== ======================= =========== ==========================================
-
-"Under load" runs a second process that burns one of the two cores for the whole session.
-"spawn" runs with ``--mmperf-isolation=spawn``, to compare the between-process spread that
-forked workers sample with that of fresh interpreters.
-
-Across commits (issue 22): each scenario builds a small git repository in a temporary directory
-(package ``mypkg`` whose ``work()`` does ``k`` of the same products; a base commit, then a
-second commit that adds a comment only or raises ``k``), with ``N`` parametrised tests
-``benchmark(work)``, and runs ``pytest --mmperf-baseline=HEAD~1`` there once (one comparison per
-test). The ``pb_*`` rows are pytest-benchmark's own answer on the same two commits, measured the
-same number of times: per run, ``pytest --benchmark-only --benchmark-autosave`` in a copy of
-HEAD~1 (``git archive``), then ``pytest --benchmark-only --benchmark-compare
---benchmark-compare-fail=median:P%`` in a copy of HEAD, one benchmark test per session, both
-sessions sharing one ``--benchmark-storage`` per run (how a failure is read:
-``tools/commit_repos.py``). Their rows are reported beside ours, without goals. A commit
-scenario also fails its goal when the session changed the checkout (status, HEAD, worktree
-list) or left a copy of REV in its temporary folder.
-
-=================== =========================== =========== =================================
-scenario            change (HEAD vs HEAD~1)     budget      goal
-=================== =========================== =========== =================================
-commit_identical    5 vs 5 products, a comment  default     <= 1 of 50 fail (tolerance 0.10)
-commit_identical05  10 vs 10, a comment         --benchmark <= 1 of 50 fail (tolerance 0.05)
-commit_slower10     11 vs 10 (10 % slower)      --benchmark >= 19 of 20 caught (tolerance 0.05)
-commit_slower20     6 vs 5 (20 % slower)        default     >= 19 of 20 caught (tolerance 0.10)
-pb_identical        5 vs 5, a comment           p-b default reported (median:10%)
-pb_identical05      10 vs 10, a comment         p-b default reported (median:5%)
-pb_slower10         11 vs 10                    p-b default reported (median:5%)
-pb_slower20         6 vs 5                      p-b default reported (median:10%)
-=================== =========================== =========== =================================
+Guard scenarios repeat one guard (``faster`` / ``not_slower`` on ``k`` float32 256 x 256 matrix
+products against ``j`` of them) as separate tests of one pytest session, quiet, with one core
+burnt by another process ("load"), or with fresh interpreters ("spawn"). Commit scenarios build
+a small git repository whose second commit changes nothing or slows ``work()`` by 10 or 20 %,
+and run ``pytest --mmperf-baseline=HEAD~1`` there; the ``pb_*`` rows are pytest-benchmark's
+``--benchmark-compare-fail`` on the same two commits (a saved run at HEAD~1, compared at HEAD),
+measured as often. Each scenario has a goal (``--list`` prints them with their run counts and
+durations); results go to docs/guard-error-rates.md.
 
 Usage::
 
     python tools/guard_error_rates.py [--scale 1.0] [--only NAME ...] [--json PATH [--resume]]
     python tools/guard_error_rates.py --list [--scale S] [--only NAME ...]
 
-``--scale`` multiplies every scenario's run count (0.2 for a quick look). ``--list`` prints the
-scenarios, their run counts and a rough duration on a quiet 2-core machine, and runs nothing.
-``--json`` writes the machine and the summary rows after every scenario; with ``--resume`` the
-scenarios already in that file (same name, same run count, same machine) are not measured
-again, so an interrupted study continues where it stopped. Prints a Markdown table (wrong
-verdicts, undecided intervals, verdicts the point estimate decided and how many of those were
-wrong, estimates, processes or pairs, wall time against measuring time per guard or comparison,
-and the start-up: per worker for a guard; for a comparison, its wall time less its measuring per
-pair, i.e. starting, warming up and calibrating two side processes) and the machine and date,
-and exits 0 when every goal holds.
+``--scale`` multiplies every scenario's run count (0.2 for a quick look). ``--json`` writes the
+machine and the summary rows after every scenario; with ``--resume`` the scenarios already in
+that file (same name, run count and machine) are not measured again. Prints a Markdown table
+(wrong verdicts, undecided intervals, verdicts the point estimate decided, estimates, processes
+or pairs, wall time against measuring time, start-up per worker or per pair of side processes)
+and the machine and date; exits 0 when every goal holds.
 """
 
 from __future__ import annotations

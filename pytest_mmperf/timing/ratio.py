@@ -9,13 +9,12 @@ clear of the threshold (more rounds of one process cannot beat the between-proce
 ``docs/measurements.md``).
 
 One process cannot estimate that spread, so its interval assumes a between-process sd of
-:data:`SINGLE_PROCESS_TAU` (0.15 in log: 1.4 times the sd of the widest spread measured here,
-0.93-1.30 in seven fresh processes). Only a clear-cut ratio is decided by the parent alone
-(about 1.4x beyond the threshold, e.g. a 4x speedup against ``at_least=1.5``, or a 2x slowdown
-against ``tolerance=0.10``), and only when the cores were quiet while it measured
-(:func:`quiet`: under contention one process's ratio was seen off by 2x); anything else pools
-workers as before, and the decision on two or more processes is the random-effects one, with
-the ``tau_floor`` floor.
+:data:`SINGLE_PROCESS_TAU` (1.4 times the widest spread measured:
+docs/measurements.md#between-process-noise). Only a clear-cut ratio is decided by the parent
+alone (about 1.4x beyond the threshold, e.g. a 4x speedup against ``at_least=1.5``), and only
+when the cores it used were quiet while it measured (:func:`quiet`;
+docs/measurements.md#busy-runner); anything else pools workers, and the decision on two or
+more processes is the random-effects one, with the ``tau_floor`` floor.
 
 Pytest-free and torch-free: the guard core (:mod:`pytest_mmperf.guards`) applies the
 inconclusive policy to what :func:`conclude` returns.
@@ -37,10 +36,10 @@ from pytest_mmperf.units import format_seconds
 # ``min_processes``): one, since a single process's interval assumes SINGLE_PROCESS_TAU.
 MIN_PROCESSES_TO_STOP = 1
 SINGLE_PROCESS_TAU = 0.15
-# A single process decides only if the machine was quiet while it measured: other processes
-# kept at most this many cores busy on average (measure.OtherCpuUse; 0.00 alone and 0.81-0.83
-# with one core burnt on the 2-core Xeon; under such load one process read 0.48-1.13x for
-# identical work on the 2-core EPYC). Busier, or unknown: pool workers as for any close ratio.
+# A single process decides only if the cores it used were quiet while it measured: other
+# processes kept at most this many cores busy beyond those it left spare (OtherCpuUse; under
+# load one process's ratio of identical work was seen far off: docs/measurements.md#busy-runner).
+# Busier, or unknown: pool workers as for any close ratio.
 QUIET_OTHER_CPU_CORES = 0.25
 # Page faults per call worth a line in the guard's message (4 MiB of fresh pages, ~1 ms).
 NOTABLE_FAULTS_PER_CALL = 1000
@@ -192,8 +191,7 @@ def conclude(question: RatioQuestion, processes: list[PairSamples], *, label: st
     rd = question.decide(processes)
     sign = -1.0 if question.kind == "faster" else 1.0
     # The point the estimate policy uses: the median process, not the pooled mean, which one
-    # process of a busy machine can drag anywhere (identical work on the 2-core Xeon with a
-    # core burnt: per-process ratios up to 20x, a pooled 2.62x that failed a 10 % tolerance).
+    # process of a busy machine can drag anywhere (docs/statistics.md#deciding).
     point = math.exp(sign * statistics.median(e.estimate for e in rd.pooled.per_process))
     verdict, decided_by = rd.decision.value, "interval"
     if rd.decision == stats.Decision.INCONCLUSIVE and policy == "estimate":
@@ -225,7 +223,7 @@ def conclude(question: RatioQuestion, processes: list[PairSamples], *, label: st
         message += (f"\n  minor page faults per call: candidate "
                     f"{statistics.median(f[0] for f in faults):,.0f}, baseline "
                     f"{statistics.median(f[1] for f in faults):,.0f} (memory faulted in again "
-                    f"every call, about 1 us per page on a 2-core VM: README 'Page faults')")
+                    f"every call: docs/page-faults.md)")
     if rd.decision == stats.Decision.INCONCLUSIVE:
         message += (f"\n  INCONCLUSIVE: the interval straddles {rd.threshold:.3g} after "
                     f"{budget_s:g} s x {len(processes)} processes; "

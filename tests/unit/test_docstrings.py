@@ -35,8 +35,6 @@ CPU_MODEL = re.compile(
 PENDING: dict[str, set[str]] = {
     "pytest_mmperf/report/calibrate.py": {"docstring"},
     "pytest_mmperf/report/stages.py": {"docstring", "cpu-model"},
-    "pytest_mmperf/timing/ratio.py": {"cpu-model"},
-    "tools/guard_error_rates.py": {"docstring"},
 }
 
 
