@@ -24,7 +24,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from pytest_mmperf import settings as rules
@@ -38,6 +38,12 @@ from pytest_mmperf.constants import (
     SCALING_METRICS,
 )
 from pytest_mmperf.counting.opnames import canonical_op, op_matches, sum_ops
+from pytest_mmperf.outcomes import (
+    GuardFailure,
+    GuardResult,
+    GuardSkipped,
+    MmperfInconclusiveWarning,
+)
 from pytest_mmperf.settings import THREADS_AUTO, Threads
 from pytest_mmperf.timing import stats
 from pytest_mmperf.timing.isolation import WorkerError
@@ -54,56 +60,6 @@ from pytest_mmperf.units import format_seconds, parse_bytes
 
 __all__ = ["Guard", "GuardFailure", "GuardResult", "GuardSettings", "GuardSkipped",
            "Instruments", "MmperfInconclusiveWarning"]
-
-
-class GuardFailure(AssertionError):
-    """A guard's verdict is *fail*. ``str(exc)`` is the guard's message; ``exc.result`` the
-    :class:`GuardResult` (estimate, interval, threshold, samples)."""
-
-    def __init__(self, message: str, result: GuardResult) -> None:
-        super().__init__(message)
-        self.result = result
-
-
-GuardFailure.__module__ = "pytest_mmperf"  # reads `pytest_mmperf.GuardFailure: ...` in reports
-
-
-class GuardSkipped(Exception):  # noqa: N818 - it is an outcome, like pytest's Skipped
-    """Raised outside pytest where a pytest run would skip the test: a guard that cannot run
-    here (``no_sync`` off CUDA) or an inconclusive timing guard under policy ``"skip"``."""
-
-    def __init__(self, reason: str, result: GuardResult | None = None) -> None:
-        super().__init__(reason)
-        self.result = result
-
-
-class MmperfInconclusiveWarning(UserWarning):
-    """A timing guard's interval straddled its threshold when the budget ran out."""
-
-
-@dataclass(kw_only=True)
-class GuardResult:
-    """One guard call, as shown in the terminal table and written to the JSON report."""
-
-    nodeid: str
-    kind: str  # faster | not_slower | max_ops | ops_constant | max_memory | max_flops | ...
-    name: str | None
-    metric: str
-    estimate: float | None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    threshold: float | str | dict[str, float] | None  # dict: per-op limits, per-metric tolerances
-    verdict: str  # pass | fail | inconclusive | skipped
-    decided_by: str  # interval | estimate | count | skip | worker | worker-error
-    samples_per_process: list[int] = field(default_factory=list)
-    n_processes: int = 1
-    device: str
-    budget_s: float | None = None
-    message: str
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
