@@ -2,35 +2,16 @@
 and the loader feeding the step. Counter guards are deterministic and run in every ``pytest``;
 timing guards (``mmperf_timing``) compare two steps side by side.
 
-Counter guards (a step = forward + backward + optimiser step, so backward memory counts):
-
-* peak memory of a training step against the number of image tokens N (256 / 576 / 1024; D=32,
-  4 heads of 8, B=2, one layer of each kind): fitted exponent <= 1.15 for ``sdpa``, ``mha`` and
-  ``local``, > 1.7 for ``math`` and ``seed_sparse`` (measured 0.96-0.98 and 1.84-1.90);
-* the seed's SparseAttention computes the attention weights: its forward + backward dispatches
-  softmax and the head average, which the same module called with ``need_weights=False`` does
-  not (fused SDPA), and its memory grows as N^2 (measured exponent 1.97) even in ``eval()``;
-* the fast loader + a step does not decode, resize or normalise per image on the training
-  thread: its op count per batch is the same at 2, 4 and 8 images per batch;
-* the bf16 step's peak memory is at most 0.6x the fp32 step's with explicit attention at
-  N=1024 (measured 0.51x): autocast is on, whatever the CPU (the timing guard below needs
-  native bf16);
-* a committed snapshot of ops / FLOPs / peak memory of the step per backend and precision:
-  dropping autocast from the bf16 step changes its op counts (1249 -> 1138 in the snapshot's
-  case), so the snapshot fails too.
-
-Timing guards (thresholds well under the ratios measured here, 2-core AMD EPYC, shared):
-
-==========================================================  ============  =========
-guard (case of benchmarks/training_cases.py)                 measured      threshold
-==========================================================  ============  =========
-sdpa step vs math step, 1024 image tokens (long-1024)        2.25-2.5x     1.3x
-bf16 autocast vs fp32, math attention (long-1024)            2.07x         1.2x
-fast loader + steps vs the seed's DataLoader + steps         0.99-1.35x    >= 0.91x
-==========================================================  ============  =========
-
-The machine was shared with two other jobs (load average 4-6.7): intervals were wide and the
-point estimate decided most guards. bf16 is guarded only where the CPU has native bf16.
+Counter guards (a step = forward + backward + optimiser step, so backward memory counts): the
+peak memory of a step against the number of image tokens N grows about linearly for ``sdpa``,
+``mha`` and ``local`` and about quadratically for ``math`` and ``seed_sparse``; the seed's
+SparseAttention computes the attention weights (softmax and the head average, which
+``need_weights=False`` avoids); the fast loader does no per-image work on the training thread
+(op count per batch constant in the batch size); autocast is on in the bf16 step (its peak
+memory well under fp32's); a committed snapshot of ops / FLOPs / peak memory per backend and
+precision. Timing guards: the SDPA step against explicit attention, bf16 against fp32 (only
+where the CPU has native bf16), the fast loader + steps against the seed's DataLoader + steps.
+Thresholds and the measurements behind them: docs/regression-suite.md.
 """
 
 from __future__ import annotations
@@ -55,10 +36,8 @@ AT_LEAST = {"sdpa": 1.3, "bf16": 1.2}
 LOADER_TOLERANCE = 0.10
 # Small versions of the registry cases (same classes): plain `pytest` must stay short.
 # bf16: explicit attention over 1024 image tokens, where the attention's matmuls dominate the
-# step: 2.07x measured (101 -> 49 ms per step). At the default widths and batch 32 it was
-# 1.68-1.75x at five times the cost per step, at B=8 the casts ate the gain (0.92-1.00x), and
-# with SDPA two runs gave 0.77x and 1.34x (AMD EPYC with AVX512-BF16, no AMX): too unsteady to
-# guard; the report shows every backend.
+# step; at small batches the casts eat the gain, and with SDPA the ratio is too unsteady to
+# guard (docs/regression-suite.md): the report shows every backend.
 BF16_CASE = TRAINING_CASES["long-1024"]
 SDPA_CASE = TRAINING_CASES["long-1024"]
 # JPEGs into a tiny model: the loop is bound by its loader, so the data stall decides.

@@ -557,8 +557,8 @@ def test_bad_inputs_raise_naming_the_values(feats: FeatureBatch, device: torch.d
 @pytest.mark.parametrize(("n", "window", "block"), [(4096, 256, 32), (300, 7, 64), (50, 1, 16)])
 def test_self_attention_key_windows_are_16_aligned(monkeypatch: pytest.MonkeyPatch, n: int,
                                                    window: int, block: int) -> None:
-    """The blocked path hands the fused kernel spans of a multiple of 16 keys (64 x 319 ran
-    1.14x slower than 64 x 320 on the Xeon); the extra keys are masked out, so the result is
+    """The blocked path hands the fused kernel spans of a multiple of 16 keys (an odd span is
+    slower: docs/local-attention.md); the extra keys are masked out, so the result is
     unchanged."""
     import reference._sparse as sparse
 

@@ -9,9 +9,9 @@ import torch
 
 from pytest_mmperf import devices
 
-X86_AMX = "processor\t: 0\nmodel name\t: Test Xeon\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n"
+X86_AMX = "processor\t: 0\nmodel name\t: Test CPU A\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n"
 X86_AVX512_BF16 = "flags\t: fpu avx512f avx512_bf16\n"
-X86_PLAIN = "model name\t: Old Xeon\nflags\t: fpu sse avx2 avx512f avx512bw\n"
+X86_PLAIN = "model name\t: Test CPU B\nflags\t: fpu sse avx2 avx512f avx512bw\n"
 ARM_BF16 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
 ARM_PLAIN = "processor\t: 0\nFeatures\t: fp asimd\n"
 
@@ -34,7 +34,7 @@ def test_cpu_flags_and_model() -> None:
     assert {"amx_bf16", "avx512f"} <= devices.cpu_flags(X86_AMX)
     assert "bf16" in devices.cpu_flags(ARM_BF16)
     assert devices.cpu_flags("nothing here") == frozenset()
-    assert devices.cpu_model(X86_AMX) == "Test Xeon"
+    assert devices.cpu_model(X86_AMX) == "Test CPU A"
     assert devices.cpu_model("")  # falls back to the platform's answer, never empty
 
 

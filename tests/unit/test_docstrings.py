@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Folders whose .py files are checked ("tests" joins once the test-suite branches have landed).
-FOLDERS = ("pytest_mmperf", "reference", "benchmarks", "tools")
+FOLDERS = ("pytest_mmperf", "reference", "benchmarks", "tools", "tests")
 MAX_MODULE_DOCSTRING_LINES = 25
 
 # A CPU model or a machine named by its CPU: "Xeon", "EPYC", "Ryzen", "Core i7", a

@@ -290,7 +290,7 @@ def test_cpu_breakdowns_record_only_the_labels() -> None:
 
 def test_many_small_ops_are_not_inflated_by_the_profiler() -> None:
     """400 tiny in-place adds (a few microseconds each) in one label: the full profiler adds its
-    per-op cost (1.7x the call on the 2-core EPYC); the labels-only breakdown agrees with
+    per-op cost (docs/regression-suite.md); the labels-only breakdown agrees with
     direct timing, interleaved, within the direct timing's spread or 20 %."""
     x = torch.zeros(16)
 
