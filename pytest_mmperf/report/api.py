@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import functools
 import numbers
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeGuard
 
 from pytest_mmperf.guards import Guard, GuardResult
 from pytest_mmperf.report.families import (
@@ -26,13 +27,25 @@ from pytest_mmperf.report.families import (
     measure_family,
     measure_scaling,
 )
-from pytest_mmperf.report.figures import Breakdown, Claim, Family, FamilyRow, Scaling, claim_verdict
+from pytest_mmperf.report.figures import (
+    Breakdown,
+    Claim,
+    Family,
+    FamilyRow,
+    Scaling,
+    claim_verdict,
+    real_interval,
+)
 from pytest_mmperf.settings import BUDGET_S, PROCESSES
+from pytest_mmperf.timing import stats
 from pytest_mmperf.timing.measure import PairSamples
+from pytest_mmperf.timing.ratio import RatioQuestion, add_processes, quiet
 
 SCALING_REPORT_METRICS = ("time", "memory")
-# A value the claim can read: a float, a family row, a guard result, or (value, (low, high)).
-Measured = float | FamilyRow | GuardResult | tuple[float, Sequence[float]]
+# A value the claim can read: a float, a family row, a guard result, (value, (low, high)), or
+# (candidate, baseline) callables that the claim measures itself.
+Measured = (float | FamilyRow | GuardResult | tuple[float, Sequence[float]]
+            | tuple[Callable[[], object], Callable[[], object]])
 
 
 class MmperfReport:
@@ -174,13 +187,27 @@ class MmperfReport:
 
     # ---------------------------------------------------------------- claims
     def claim(self, title: str, *, claimed: Sequence[float], measured: Mapping[str, Measured],
-              unit: str = "x", text: str = "") -> Claim:
+              unit: str = "x", text: str = "", processes: int | None = None,
+              time_limit_s: float | None = None) -> Claim:
         """Record a claim (e.g. an article's "30-50 % faster", ``claimed=(1.3, 1.5)``) against
-        what was measured. ``measured`` maps labels to a family row (its speedup and
-        interval), a ``faster`` guard result, a ``not_slower`` result (inverted to a speedup),
-        a number, or ``(value, (low, high))``; the first label is the claim's own subject and
+        what was measured; the first label of ``measured`` is the claim's own subject and
         decides the verdict: refuted below the claimed range, confirmed at or above its low
-        end, else inconclusive."""
+        end, else inconclusive. ``measured`` maps labels to:
+
+        * ``(candidate, baseline)``, two zero-argument callables: the speedup
+          ``t_baseline / t_candidate``, measured here interleaved (the timing guards'
+          machinery), with fresh processes added one at a time until its interval clears the
+          claimed low end (either side) or the budget is spent: at most ``processes`` processes
+          and ``time_limit_s`` wall seconds per pair (defaults: the run's plan, 10 processes and
+          120 s under ``pytest --benchmark``, one process at smoke cost). The record keeps the
+          processes pooled, whether each pair was decided, and the budget;
+        * a family row (its speedup and interval), a ``faster`` guard result, a ``not_slower``
+          result (inverted to a speedup), or ``(value, (low, high))``: recorded as given;
+        * a bare number: an exact or derived value, recorded **without** an interval (never
+          as ``[x, x]``); as the subject it decides by its value.
+
+        ``unit`` must be ``"x"`` (a speedup) where a pair is measured.
+        """
         if not isinstance(title, str) or not title:
             raise ValueError(f"claim title must be a non-empty string, got {title!r}")
         if len(claimed) != 2 or not float(claimed[0]) <= float(claimed[1]):
@@ -188,17 +215,96 @@ class MmperfReport:
                              f"got {claimed!r}")
         if not measured:
             raise ValueError(f"claim {title!r}: measured needs at least one value")
+        limits = self._claim_limits(title, processes, time_limit_s)
+        low = float(claimed[0])
         values: dict[str, float] = {}
         intervals: dict[str, list[float]] = {}
+        pooled: dict[str, int] = {}
+        seconds: dict[str, float] = {}
+        decided: dict[str, bool] = {}
         for label, item in measured.items():
-            values[label], intervals[label] = _value_and_interval(title, label, item)
+            if _is_pair(item):
+                if unit != "x":
+                    raise ValueError(f"claim {title!r}: measured[{label!r}] is a (candidate, "
+                                     f"baseline) pair, which measures a speedup: unit must be "
+                                     f"'x', got {unit!r}")
+                if not low > 0:
+                    raise ValueError(f"claim {title!r}: a measured pair needs a claimed low "
+                                     f"end > 0 (a speedup), got {claimed!r}")
+                started = time.perf_counter()
+                decision, n = self._claim_pair(f"claim {title}: {label}", item, low, limits)
+                seconds[label] = time.perf_counter() - started
+                values[label], intervals[label] = decision.estimate, [decision.ci_low,
+                                                                       decision.ci_high]
+                pooled[label] = n
+                decided[label] = decision.decision != stats.Decision.INCONCLUSIVE
+            else:
+                values[label], interval = _value_and_interval(title, label, item)
+                if interval is not None:
+                    intervals[label] = interval
         first = next(iter(measured))
+        subject = intervals.get(first, [values[first], values[first]])
         record = Claim(title=title, claimed=[float(c) for c in claimed], measured=values,
                        interval=intervals,
-                       verdict=claim_verdict([float(c) for c in claimed], intervals[first]),
-                       text=text, unit=unit, nodeid=self._nodeid)
+                       verdict=claim_verdict([float(c) for c in claimed], subject),
+                       text=text, unit=unit, processes=pooled, seconds=seconds,
+                       decided=decided,
+                       budget=({"max_processes": float(limits.claim_processes),
+                                "max_seconds": limits.claim_seconds,
+                                "per_process_s": limits.budget_s} if pooled else {}),
+                       nodeid=self._nodeid)
         self._keep(record.to_dict())
         return record
+
+    def _claim_limits(self, title: str, processes: int | None,
+                      time_limit_s: float | None) -> FamilyPlan:
+        plan = self._plan
+        if processes is not None:
+            if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+                raise ValueError(f"claim {title!r}: processes must be an int >= 1, got "
+                                 f"{processes!r}")
+            plan = replace(plan, claim_processes=processes)
+        if time_limit_s is not None:
+            if isinstance(time_limit_s, bool) or not isinstance(time_limit_s, numbers.Real) \
+                    or not time_limit_s > 0 or not math.isfinite(time_limit_s):
+                raise ValueError(f"claim {title!r}: time_limit_s must be seconds > 0, got "
+                                 f"{time_limit_s!r}")
+            plan = replace(plan, claim_seconds=float(time_limit_s))
+        return plan
+
+    def _claim_pair(self, name: str, pair: tuple[Callable[[], object], Callable[[], object]],
+                    low: float, plan: FamilyPlan) -> tuple[stats.RatioDecision, int]:
+        """One claim pair: the parent's process through :meth:`Guard.sample_pair` (so workers
+        find the same guard call), then fresh processes from the guard's spawner, one at a time
+        (:func:`~pytest_mmperf.timing.ratio.add_processes`), until the interval clears ``low``
+        or ``plan``'s process / wall-time budget is spent."""
+        candidate, baseline = pair
+        guard, dev = self._guard, self._device
+        started = time.perf_counter()
+        got = guard.sample_pair(candidate, baseline, processes=1, budget_s=plan.budget_s,
+                                min_blocks=plan.min_blocks, name=name, device=dev)
+        settings = guard.settings
+        question = RatioQuestion("faster", low, settings.confidence, settings.tau_floor)
+        if got is None:  # a worker, before the pair it measures: a cheap stand-in (discarded)
+            first = guard.instruments.measure_pair(
+                candidate, baseline, dev, budget_s=SMOKE_PLAN.budget_s,
+                min_blocks=SMOKE_PLAN.min_blocks, inference_mode=False, warmup_s=0.0)
+            return question.decide([first]), 1
+        index, spawner = guard.call_index, guard.spawner
+        seed = settings.seed * 1000 + index * 10  # as Guard.sample_pair seeds its processes
+        spawn = None if spawner is None else (
+            lambda k, process_seed: spawner(index, k, plan.budget_s, process_seed))
+
+        def enough(processes: list[PairSamples]) -> bool:
+            if time.perf_counter() - started >= plan.claim_seconds:
+                return True
+            if len(processes) == 1 and not quiet(processes[0]):
+                return False  # one process on a busy machine does not decide (ratio.py)
+            return question.decide(processes).decision != stats.Decision.INCONCLUSIVE
+
+        processes = add_processes(got[0], spawn, max_processes=plan.claim_processes, seed=seed,
+                                  enough=enough)
+        return question.decide(processes), len(processes)
 
     # ---------------------------------------------------------------- breakdowns
     def breakdown(self, fn: Callable[[], Any], *, family: str, implementation: str,
@@ -215,20 +321,42 @@ class MmperfReport:
         return record
 
 
-def _value_and_interval(title: str, label: str, item: Any) -> tuple[float, list[float]]:
+def _is_pair(item: Any) -> TypeGuard[tuple[Callable[[], object], Callable[[], object]]]:
+    return isinstance(item, tuple) and len(item) == 2 and all(callable(f) for f in item)
+
+
+def _value_and_interval(title: str, label: str, item: Any) -> tuple[float, list[float] | None]:
+    """The value and its measured interval (None: a bare number, a baseline row, or an interval
+    of zero width, which is no interval)."""
     if isinstance(item, FamilyRow):
-        return item.speedup, [float(v) for v in item.speedup_ci]
+        found = real_interval(item.speedup_ci)
+        return item.speedup, None if found is None else list(found)
     if isinstance(item, GuardResult):
         if item.estimate is None or item.ci_low is None or item.ci_high is None:
             raise ValueError(f"claim {title!r}: guard result {label!r} has no estimate "
                              f"(verdict {item.verdict})")
         if item.kind == "not_slower":  # a slowdown t_candidate / t_baseline: invert
-            return 1.0 / item.estimate, [1.0 / item.ci_high, 1.0 / item.ci_low]
-        return item.estimate, [item.ci_low, item.ci_high]
+            value, low, high = 1.0 / item.estimate, 1.0 / item.ci_high, 1.0 / item.ci_low
+        else:
+            value, low, high = item.estimate, item.ci_low, item.ci_high
+        found = real_interval([low, high])
+        return value, None if found is None else list(found)
     if isinstance(item, tuple) and len(item) == 2:
-        value, (low, high) = item
-        return float(value), [float(low), float(high)]
+        value, bounds = item
+        try:
+            low, high = (float(b) for b in bounds)
+            value = float(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"claim {title!r}: measured[{label!r}] must be (value, (low, high)) "
+                            f"of numbers or (candidate, baseline) callables, got {item!r}"
+                            ) from exc
+        if not low <= value <= high:
+            raise ValueError(f"claim {title!r}: measured[{label!r}] = {value!r} lies outside its "
+                             f"interval ({low!r}, {high!r})")
+        found = real_interval([low, high])
+        return value, None if found is None else list(found)
     if isinstance(item, numbers.Real) and not isinstance(item, bool):
-        return float(item), [float(item), float(item)]
-    raise TypeError(f"claim {title!r}: measured[{label!r}] must be a FamilyRow, a GuardResult, a "
-                    f"number or (value, (low, high)), got {type(item).__name__} {item!r}")
+        return float(item), None
+    raise TypeError(f"claim {title!r}: measured[{label!r}] must be a FamilyRow, a GuardResult, "
+                    f"(candidate, baseline) callables, a number or (value, (low, high)), got "
+                    f"{type(item).__name__} {item!r}")

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytest_mmperf.constants import OTHER_STAGE
+from pytest_mmperf.report.figures import real_interval
 from pytest_mmperf.units import format_bytes, format_number, format_seconds
 
 _COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999")
@@ -122,9 +123,9 @@ def speedup_chart(rows: Sequence[Mapping[str, Any]], label: str, doc_id: str) ->
                data_implementation=name, data_speedup=repr(speedup),
                fill="#0072B2" if speedup >= 1 else "#D55E00", stroke="#000", stroke_width="0.5")
         end = width
-        ci = row.get("speedup_ci")
-        if ci and _finite(ci[0]) and _finite(ci[1]):
-            lo, hi = left + float(ci[0]) * scale, left + float(ci[1]) * scale
+        ci = real_interval(row.get("speedup_ci"))
+        if ci is not None:  # a measured interval; none is drawn for a value without one
+            lo, hi = left + ci[0] * scale, left + ci[1] * scale
             svg.el("line", x1=lo, x2=hi, y1=y + 13, y2=y + 13, stroke="#000", stroke_width="1.5",
                    class_="whisker")
             for x in (lo, hi):
@@ -299,12 +300,12 @@ def claim_chart(claim: Mapping[str, Any], label: str, doc_id: str) -> str:
     for i, (name, value) in enumerate(measured.items()):
         y = top + i * row_h + 10
         svg.el("text", _short(name, 28), x=left - 6, y=y + 4, text_anchor="end")
-        iv = intervals.get(name)
-        if iv:
-            svg.el("line", x1=px(float(iv[0])), x2=px(float(iv[1])), y1=y, y2=y, stroke="#000",
-                   stroke_width="1.5")
+        iv = real_interval(intervals.get(name))
+        if iv is not None:
+            svg.el("line", x1=px(iv[0]), x2=px(iv[1]), y1=y, y2=y, stroke="#000",
+                   stroke_width="1.5", class_="interval")
         svg.el("circle", cx=px(value), cy=y, r=4.5, fill="#0072B2", stroke="#000")
-        svg.el("text", format_number(value), x=px(max(value, float(iv[1]) if iv else value)) + 8,
+        svg.el("text", format_number(value), x=px(max(value, iv[1] if iv else value)) + 8,
                y=y + 4)
     last = -math.inf
     for tick in sorted({0.0, lo, hi}):

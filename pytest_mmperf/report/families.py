@@ -41,19 +41,25 @@ PairSampler = Callable[[Callable[[], object], Callable[[], object], str], list[P
 class FamilyPlan:
     """How much a family measures: per pair ``budget_s`` seconds in each of ``processes``
     processes, at least ``min_blocks`` rounds; ``breakdown_repeats`` profiled calls per
-    implementation; ``calibration_s`` per machine peak (0: no peak, no efficiency)."""
+    implementation; ``calibration_s`` per machine peak (0: no peak, no efficiency).
+
+    A claim's own pairs (``mmperf_report.claim`` with ``(candidate, baseline)``) get processes
+    of ``budget_s`` seconds until their interval clears the claimed low end, at most
+    ``claim_processes`` processes and ``claim_seconds`` wall seconds per pair."""
 
     budget_s: float
     processes: int
     min_blocks: int
     breakdown_repeats: int
     calibration_s: float
+    claim_processes: int = 1
+    claim_seconds: float = 10.0
 
 
 SMOKE_PLAN = FamilyPlan(budget_s=0.05, processes=1, min_blocks=3, breakdown_repeats=1,
-                        calibration_s=0.05)
+                        calibration_s=0.05, claim_processes=1, claim_seconds=10.0)
 BENCHMARK_PLAN = FamilyPlan(budget_s=1.5, processes=3, min_blocks=5, breakdown_repeats=3,
-                            calibration_s=0.5)
+                            calibration_s=0.5, claim_processes=10, claim_seconds=120.0)
 
 
 @dataclass
@@ -116,7 +122,7 @@ def _row(impl: str, times: list[float], processes: list[PairSamples] | None,
     q1, med, q3 = stats.quartiles(times)
     if processes is None:  # the baseline
         return FamilyRow(implementation=impl, median_s=med, q1_s=q1, q3_s=q3, speedup=1.0,
-                         speedup_ci=[1.0, 1.0], rounds=len(times), baseline=True)
+                         speedup_ci=None, rounds=len(times), baseline=True)
     pooled = stats.pool_log_ratios([p.log_ratios() for p in processes], confidence)
     decision = stats.speedup_decision(pooled, 1.0)
     return FamilyRow(implementation=impl, median_s=med, q1_s=q1, q3_s=q3,

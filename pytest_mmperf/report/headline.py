@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_mmperf.constants import OTHER_STAGE
+from pytest_mmperf.report.figures import claim_label_note, format_interval, real_interval
 from pytest_mmperf.units import format_number
 
 BOTTLENECK_STAGES = 2  # stages named per bottleneck
@@ -44,9 +45,8 @@ class FamilyAnswer:
         if self.fastest == self.baseline:
             speed = f"fastest {self.fastest} (the baseline)"
         else:
-            interval = ("" if self.speedup_ci is None else
-                        f" [{format_number(self.speedup_ci[0])}, "
-                        f"{format_number(self.speedup_ci[1])}]")
+            interval = format_interval(self.speedup_ci)
+            interval = f" {interval}" if interval else ""
             speed = (f"fastest {self.fastest}, {format_number(self.speedup)}x{interval} over "
                      f"{self.baseline}")
         parts = [speed, f"bottleneck {self.bottleneck()}"]
@@ -87,12 +87,12 @@ def _answer(record: Mapping[str, Any],
     rows = [r for r in record["rows"] if isinstance(r.get("median_s"), (int, float))]
     best = min(rows, key=lambda r: float(r["median_s"]))
     family = str(record.get("family"))
-    ci = best.get("speedup_ci")
+    ci = real_interval(best.get("speedup_ci"))
     fraction = best.get("peak_fraction")
     return FamilyAnswer(
         family=family, title=str(record.get("title") or family),
         fastest=str(best.get("implementation")), baseline=str(record.get("baseline")),
-        speedup=best.get("speedup"), speedup_ci=(float(ci[0]), float(ci[1])) if ci else None,
+        speedup=best.get("speedup"), speedup_ci=ci,
         stages=_largest_stages(breakdowns.get((family, str(best.get("implementation"))))),
         peak_fraction=float(fraction) if isinstance(fraction, (int, float))
         and math.isfinite(fraction) else None,
@@ -111,9 +111,9 @@ def claim_answers(figures: Sequence[Mapping[str, Any]]) -> list[str]:
         first = next(iter(measured), None)
         shown = ""
         if first is not None:
-            iv = (claim.get("interval") or {}).get(first)
+            iv = format_interval((claim.get("interval") or {}).get(first))
             shown = (f", measured {format_number(measured[first])}{unit}"
-                     + (f" [{format_number(iv[0])}, {format_number(iv[1])}]" if iv else ""))
+                     + (f" {iv}" if iv else "") + claim_label_note(claim, first))
         lines.append(f"CLAIM {claim.get('title', '')}: {str(claim.get('verdict', '?')).upper()} "
                      f"(claimed {format_number(low)}-{format_number(high)}{unit}{shown})")
     return lines

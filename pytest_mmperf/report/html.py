@@ -39,6 +39,7 @@ from pytest_mmperf.report.charts import (
     speedup_chart,
     stage_union,
 )
+from pytest_mmperf.report.figures import claim_budget_note, claim_label_note, format_interval
 from pytest_mmperf.report.headline import family_answers, family_roofline_flags
 from pytest_mmperf.units import format_bytes, format_number, format_seconds
 
@@ -163,8 +164,7 @@ def _family_table(rec: Mapping[str, Any]) -> str:
             f'<td class="num">{_e(format_value(row.get("q1_s"), "q1_s"))} – '
             f'{_e(format_value(row.get("q3_s"), "q3_s"))}</td>',
             _td(row.get("speedup")),
-            "<td class=\"num\">-</td>" if not ci else
-            f'<td class="num">[{_e(format_number(ci[0]))}, {_e(format_number(ci[1]))}]</td>',
+            f'<td class="num">{_e(format_interval(ci) or "-")}</td>',
             "<td class=\"num\">-</td>" if thr is None else
             f'<td class="num" title="{_e(repr(thr))}">{_e(format_number(thr))} {_e(unit)}</td>',
             _td(row.get("gflops")),
@@ -234,15 +234,17 @@ def _claim_box(claim: Mapping[str, Any], doc: _Doc) -> str:
     intervals = claim.get("interval") or {}
     items = []
     for name, value in (claim.get("measured") or {}).items():
-        iv = intervals.get(name)
-        ci = f" [{format_number(iv[0])}, {format_number(iv[1])}]" if iv else ""
-        items.append(f"<li>{_e(name)}: <b>{_e(format_number(value))}{_e(unit)}</b>{_e(ci)}</li>")
+        ci = format_interval(intervals.get(name))
+        items.append(f"<li>{_e(name)}: <b>{_e(format_number(value))}{_e(unit)}</b>"
+                     f"{_e(' ' + ci if ci else '')}{_e(claim_label_note(claim, name))}</li>")
     title = str(claim.get("title", "claim"))
     chart = claim_chart(claim, f"claimed range and measured values: {title}", doc.new_id())
     return (f'<div class="claim {_verdict_class(verdict)}"><h3>{_e(title)}</h3>'
             f'<p class="verdict">Verdict: {_e(verdict)}</p>'
             f"<p>Claimed: {_e(format_number(lo))} to {_e(format_number(hi))}{_e(unit)}</p>"
-            f"<ul>{''.join(items)}</ul><p>{_e(claim.get('text', ''))}</p>{chart}</div>")
+            f"<ul>{''.join(items)}</ul><p>{_e(claim.get('text', ''))}</p>"
+            + (f'<p class="note">{_e(budget)}</p>' if (budget := claim_budget_note(claim)) else "")
+            + f"{chart}</div>")
 
 
 def _safe(render: Any, records: Sequence[Mapping[str, Any]], *args: Any) -> str:
@@ -295,9 +297,8 @@ def _summary_list(figures: Sequence[Mapping[str, Any]]) -> str:
         if a.fastest == a.baseline:
             speed = f"<b>{_e(a.fastest)}</b> (the baseline) is fastest"
         else:
-            ci = a.speedup_ci
-            interval = "" if ci is None else (f" [{_e(format_number(ci[0]))}, "
-                                              f"{_e(format_number(ci[1]))}]")
+            interval = format_interval(a.speedup_ci)
+            interval = f" {_e(interval)}" if interval else ""
             speed = (f"<b>{_e(a.fastest)}</b>: <b>{_e(format_number(a.speedup))}x</b>{interval} "
                      f"over {_e(a.baseline)}")
         peak = ("" if a.peak_fraction is None else

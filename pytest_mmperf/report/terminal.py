@@ -12,6 +12,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pytest_mmperf.report.figures import claim_budget_note, claim_label_note, format_interval
 from pytest_mmperf.report.guard_table import TABLE_WIDTH
 from pytest_mmperf.report.headline import headline_lines
 from pytest_mmperf.units import format_bytes, format_number, format_seconds
@@ -58,7 +59,7 @@ def _family_lines(rec: Mapping[str, Any], width: int) -> list[str]:
             format_seconds(row.get("median_s")),
             "-" if q1 is None or q3 is None else format_seconds(q3 - q1),
             "-" if row.get("speedup") is None else f"{format_number(row['speedup'])}x",
-            "-" if not ci else f"[{format_number(ci[0])}, {format_number(ci[1])}]",
+            format_interval(ci) or "-",
             format_number(thr),
             format_number(row.get("gflops")),
             "-" if fraction is None else f"{format_number(100 * fraction)}%",
@@ -128,12 +129,12 @@ def _claim_lines(claim: Mapping[str, Any], width: int) -> list[str]:
              _fit(f"  verdict: {claim.get('verdict', '?')}", width)]
     intervals = claim.get("interval") or {}
     for label, value in (claim.get("measured") or {}).items():
-        iv = intervals.get(label)
-        ci = f" [{format_number(iv[0])}, {format_number(iv[1])}]" if iv else ""
-        lines.append(_fit(f"  measured {label}: {format_number(value)}{unit}{ci}", width))
-    if claim.get("text"):
-        lines += textwrap.wrap(str(claim["text"]), width, initial_indent="  ",
-                               subsequent_indent="  ")
+        ci = format_interval(intervals.get(label))
+        lines.append(_fit(f"  measured {label}: {format_number(value)}{unit}"
+                          f"{' ' + ci if ci else ''}{claim_label_note(claim, label)}", width))
+    for note in (claim.get("text"), claim_budget_note(claim)):
+        if note:
+            lines += textwrap.wrap(str(note), width, initial_indent="  ", subsequent_indent="  ")
     return lines
 
 

@@ -94,11 +94,12 @@ def test_json_has_every_family_with_breakdowns_and_scaling(
     assert kinds["efficiency"] and all(0 < e["fraction"] for e in kinds["efficiency"])
     for family in kinds["family"]:
         baseline = next(r for r in family["rows"] if r["implementation"] == family["baseline"])
-        assert baseline["speedup"] == 1.0
+        assert baseline["speedup"] == 1.0 and baseline["speedup_ci"] is None  # no [1, 1]
         for row in family["rows"]:
             assert row["median_s"] > 0 and row["q1_s"] <= row["median_s"] <= row["q3_s"]
-            low, high = row["speedup_ci"]
-            assert low <= row["speedup"] <= high
+            if row is not baseline:
+                low, high = row["speedup_ci"]
+                assert low < row["speedup"] < high
     machine = report["machine"]
     assert machine["torch"] and machine["torchvision"] and machine["cpu_capability"]
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
+from pytest_mmperf.report.figures import Claim, FamilyRow, format_interval, real_interval
 from pytest_mmperf.report.headline import family_answers, headline_lines
+from pytest_mmperf.report.terminal import terminal_family_lines
 
 FIGURES: list[dict[str, Any]] = [
     {"kind": "family", "family": "pre", "title": "Preprocessing", "baseline": "naive", "rows": [
@@ -45,3 +49,42 @@ def test_baseline_fastest_and_no_breakdown() -> None:
         {"implementation": "b", "median_s": 2.0, "speedup": 0.5, "speedup_ci": [0.4, 0.6]}]}]
     assert headline_lines(figures) == ["f: fastest a (the baseline); bottleneck no stage "
                                        "breakdown"]
+
+
+def test_intervals_are_measured_or_absent() -> None:
+    """Never a degenerate [x, x]: zero-width, missing or non-finite intervals print nothing, and
+    a real interval whose ends round alike gets the digits that tell them apart."""
+    assert real_interval([1.12, 1.12]) is None and format_interval([1.12, 1.12]) == ""
+    assert format_interval(None) == "" and format_interval([math.nan, 2.0]) == ""
+    assert format_interval([2.0, 1.0]) == "" and format_interval([1, True]) == ""
+    assert format_interval([1.18, 2.34]) == "[1.18, 2.34]"
+    assert format_interval([1.001, 1.004]) == "[1.001, 1.004]"  # format_number: 1.00 both
+    assert format_interval([1234.41, 1234.47]) == "[1234.4, 1234.5]"
+    # records drop them when built, also from a JSON written before this rule
+    row = FamilyRow.from_dict({"implementation": "a", "median_s": 1.0, "q1_s": 1.0, "q3_s": 1.0,
+                               "speedup": 1.0, "speedup_ci": [1.0, 1.0], "rounds": 3})
+    assert row.speedup_ci is None
+    claim = Claim(title="t", claimed=[1.25, 3.0], measured={"a": 1.12, "b": 1.5},
+                  interval={"a": [1.12, 1.12], "b": [1.2, 1.8]}, verdict="inconclusive")
+    assert claim.interval == {"b": [1.2, 1.8]}
+
+
+def test_old_report_with_derived_claim_renders_no_degenerate_interval() -> None:
+    """The report of issue 24 (a claim row of two medians, a baseline row with [1, 1]), read
+    back from JSON: no line of the headline or the terminal tables prints [x, x]."""
+    figures = [
+        {"kind": "family", "family": "training step", "baseline": "math float32", "rows": [
+            {"implementation": "math float32", "median_s": 0.2, "q1_s": 0.19, "q3_s": 0.21,
+             "speedup": 1.0, "speedup_ci": [1.0, 1.0], "baseline": True},
+            {"implementation": "sdpa bfloat16", "median_s": 0.1, "q1_s": 0.09, "q3_s": 0.11,
+             "speedup": 2.0, "speedup_ci": [1.8, 2.2]}]},
+        {"kind": "claim", "title": "mixed precision", "claimed": [1.25, 3.0], "unit": "x",
+         "measured": {"math": 1.66, "sdpa": 1.12, "local": 0.779},
+         "interval": {"math": [1.18, 2.34], "sdpa": [1.12, 1.12], "local": [0.779, 0.779]},
+         "verdict": "inconclusive"}]
+    text = "\n".join(headline_lines(figures) + terminal_family_lines({"figures": figures}))
+    pairs = re.findall(r"\[([^\[\],]+), ([^\[\],]+)\]", text)
+    assert ("1.18", "2.34") in pairs and ("1.80", "2.20") in pairs
+    assert all(lo != hi for lo, hi in pairs), pairs
+    assert "measured sdpa: 1.12 x (no interval)" in text
+
