@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any, TypeGuard
 
 from pytest_mmperf.guards import Guard, GuardResult
+from pytest_mmperf.report.calibrate import Roofline
 from pytest_mmperf.report.families import (
     BENCHMARK_PLAN,
     SMOKE_PLAN,
@@ -94,14 +95,22 @@ class MmperfReport:
                title: str | None = None, breakdown: bool = True, memory: bool = True,
                dtype: str | Mapping[str, str] = "float32", device: Any = None,
                note: str | None = None, before: Sequence[str] = (),
-               budget_s: float | None = None, processes: int | None = None) -> Family:
+               budget_s: float | None = None, processes: int | None = None,
+               roofline: Roofline | None = None,
+               work: float | Mapping[str, float] | None = None) -> Family:
         """Measure ``implementations`` (name -> zero-argument callable) against ``baseline``
         and record the family (see :mod:`pytest_mmperf.report.families`).
 
         items/unit: work items per call and their name, for throughput in ``<unit>/s``;
         flops/bytes: per call (one number or one per implementation), for GFLOP/s or GB/s and
         the fraction of the calibrated peak (a matmul of ``dtype``, one name or one per
-        implementation, or a memory copy); breakdown: the
+        implementation, or a memory copy); roofline/work: the family's own limit instead, a
+        :class:`~pytest_mmperf.report.calibrate.Roofline` (its kernel measured at its best in
+        this run, e.g. ``resize_roofline(sizes)`` for preprocessing, whose time is an
+        antialiased resize, not a copy) and the units of its work per call (default ``items``
+        when ``unit`` is the roofline's); the fraction of peak is then against it. Declare the
+        limit the work really has: a row far below a roofline of the wrong kind is flagged
+        BELOW ROOFLINE for nothing. breakdown: the
         stage breakdown from each implementation's ``mmperf::<stage>`` labels; memory: peak
         tensor memory of one call; before: implementations kept as "before" versions (never
         flagged below roofline as optimised code); budget_s/processes: per pair, overriding the
@@ -130,7 +139,8 @@ class MmperfReport:
         figures = measure_family(
             name, implementations, baseline=baseline, sample=sample,
             plan=replace(plan, calibration_s=0.0) if worker else plan, items=items, unit=unit,
-            flops=flops, bytes=bytes, dtype=dtype, device=dev, title=title,
+            flops=flops, bytes=bytes, roofline=roofline, work=work, dtype=dtype, device=dev,
+            title=title,
             breakdown=breakdown and not worker, memory=memory and not worker, note=note,
             confidence=guard.settings.confidence, before=before, nodeid=self._nodeid)
         self._keep(figures.family.to_dict())

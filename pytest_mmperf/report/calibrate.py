@@ -8,6 +8,14 @@
   counts ``2 * nbytes`` (every byte is read once and written once, STREAM "copy" style); the
   extra read that a write-allocate cache performs on the destination is not counted.
   ``1 GB/s = 1e9 bytes/s``.
+* :func:`kernel_peak` — a family's **own** roofline (:class:`Roofline`): the kernel that bounds
+  its work, run at its best (one contiguous batch, all threads, outputs preallocated), in
+  ``<work unit>/s``. A copy is the wrong limit for compute-bound work: preprocessing whose time
+  is 97 % antialiased resize read "8.3 % of the copy peak" while running its resize near the
+  resize kernel's own best. :func:`resize_roofline` is the built-in one for image
+  preprocessing: torch's uint8 antialiased bilinear resize (the kernel of
+  ``interpolate(..., antialias=True)`` and torchvision v2 ``resize`` on uint8) of the family's
+  own input sizes to ``size`` x ``size``, in images/s.
 * :func:`efficiency` — achieved / peak; :func:`reconcile_peak` — what to do when a case beats
   its peak (re-measure, then raise the peak to the case, saying so).
 
@@ -43,7 +51,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -73,7 +81,7 @@ class Peak:
     measured peak (``value`` is then that case's rate).
     """
 
-    kind: str  # "matmul" | "memcpy"
+    kind: str  # "matmul" | "memcpy" | "kernel" (a Roofline's)
     value: float
     unit: str
     dtype: str
@@ -89,6 +97,7 @@ class Peak:
     sizes: dict[int, float] = field(default_factory=dict)
     measured_value: float = math.nan
     raised_by: str | None = None
+    name: str = ""  # a kernel peak: the Roofline's name
 
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)
@@ -242,10 +251,155 @@ def measure_matmul(dtype: torch.dtype | str, device: object, n: int,
     return _peak_from_blocks("matmul", "GFLOP/s", name, dev, n, 2.0 * n**3, times, 1e9)
 
 
+@dataclass(frozen=True)
+class Roofline:
+    """A family's own limit: the kernel that bounds its work, to be measured at its best.
+
+    ``kernel()`` does ``work`` units of ``unit`` per call (e.g. resizes 16 images: ``work=16``,
+    ``unit="images"``), set up for its best throughput: inputs contiguous and allocated once,
+    outputs preallocated, all of torch's threads. ``name`` says what the limit is (shown with
+    the fraction, e.g. ``"antialiased uint8 resize"``); ``key`` identifies the measurement for
+    the per-process cache (two Rooflines with one key are measured once); ``dtype`` is recorded.
+    Pass it as ``mmperf_report.family(..., roofline=..., work=...)``, ``work`` being the units of
+    one call of each implementation (default: the family's ``items`` when its ``unit`` is the
+    roofline's); the rows' ``peak_fraction`` is then ``work / median_s`` over
+    :func:`kernel_peak`'s value.
+    """
+
+    name: str
+    kernel: Callable[[], object]
+    work: float
+    unit: str
+    key: str = ""
+    dtype: str = ""
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"Roofline(name={self.name!r}) must be a non-empty string")
+        if not callable(self.kernel):
+            raise TypeError(f"Roofline {self.name!r}: kernel must be a zero-argument callable, "
+                            f"got {type(self.kernel).__name__}")
+        if isinstance(self.work, bool) or not isinstance(self.work, (int, float)) \
+                or not math.isfinite(self.work) or not self.work > 0:
+            raise ValueError(f"Roofline {self.name!r}: work must be a finite number > 0 (units "
+                             f"per kernel call), got {self.work!r}")
+        if not isinstance(self.unit, str) or not self.unit:
+            raise ValueError(f"Roofline {self.name!r}: unit must be a non-empty string, got "
+                             f"{self.unit!r}")
+
+
+def kernel_peak(roofline: Roofline, device: object = "cpu",
+                min_run_time: float = DEFAULT_MIN_RUN_TIME_S) -> Peak:
+    """Practical peak of ``roofline``: ``work / t`` in ``<unit>/s`` over the fastest block of
+    :func:`time_blocks`, as the other peaks. Cached per (key, device, run time) when the
+    roofline has a ``key``; measured every call otherwise."""
+    if not isinstance(roofline, Roofline):
+        raise TypeError(f"kernel_peak(roofline=...) must be a Roofline, got "
+                        f"{type(roofline).__name__}")
+    dev = _device(device, "kernel_peak")
+    _check_run_time(min_run_time, "kernel_peak")
+    if roofline.key:
+        cache_key = (roofline.key, dev, float(min_run_time))
+        if cache_key not in _KERNEL_PEAKS:
+            _KERNEL_PEAKS[cache_key] = _measure_kernel(roofline, dev, float(min_run_time))
+        return _KERNEL_PEAKS[cache_key]
+    return _measure_kernel(roofline, dev, float(min_run_time))
+
+
+_KERNEL_PEAKS: dict[tuple[str, str, float], Peak] = {}
+
+
+def _measure_kernel(roofline: Roofline, device: str, min_run_time: float) -> Peak:
+    times = time_blocks(roofline.kernel, device, min_run_time)
+    peak = _peak_from_blocks("kernel", f"{roofline.unit}/s", roofline.dtype, device,
+                             roofline.size, float(roofline.work), times, 1.0)
+    return replace(peak, name=roofline.name)
+
+
+RESIZE_ROOFLINE_NAME = "antialiased uint8 resize"
+
+
+def resize_roofline(sizes: Sequence[tuple[int, int]], size: int = 224, *,
+                    device: object = "cpu") -> Roofline:
+    """The limit of image preprocessing that resizes ``sizes`` (input ``(height, width)`` per
+    image) to ``size`` x ``size`` with antialiasing: torch's uint8 antialiased bilinear kernel
+    (``_upsample_bilinear2d_aa``, what ``interpolate(mode="bilinear", antialias=True)`` and
+    torchvision v2 ``resize`` run on uint8) at its best, in images/s.
+
+    Images of one size form one contiguous batch, resized in one call with all threads into a
+    preallocated output; the layout is the faster of channels-last RGB and RGBX (4-byte pixels,
+    the kernel's native layout: it packs 3-channel pixels to 4 bytes itself), chosen when the
+    kernel is first called. A pipeline that only resizes these images can at best reach this
+    rate; normalisation and copies come on top, so a fraction near 1 means the resize runs at
+    the kernel's best and the rest is cheap.
+    """
+    shapes = [(int(h), int(w)) for h, w in sizes]
+    if not shapes or any(h < 1 or w < 1 for h, w in shapes):
+        raise ValueError(f"resize_roofline(sizes=...) needs at least one (height, width) of "
+                         f"positive ints, got {list(sizes)!r}")
+    _positive_int(size, "size", "resize_roofline", 1)
+    dev = _device(device, "resize_roofline")
+    groups: dict[tuple[int, int], int] = {}
+    for shape in shapes:
+        groups[shape] = groups.get(shape, 0) + 1
+    key = "resize:" + ",".join(f"{n}x{h}x{w}" for (h, w), n in sorted(groups.items()))
+    kernel = _ResizeKernel(groups, size, dev)
+    return Roofline(name=RESIZE_ROOFLINE_NAME, kernel=kernel, work=float(len(shapes)),
+                    unit="images", key=f"{key}->{size}", dtype="uint8", size=size)
+
+
+class _ResizeKernel:
+    """The batches of :func:`resize_roofline`, allocated at the first call (not at
+    construction: a family measured in a worker never calibrates)."""
+
+    def __init__(self, groups: Mapping[tuple[int, int], int], size: int, device: str) -> None:
+        self.groups, self.size, self.device = dict(groups), size, device
+        self.run: Callable[[], object] | None = None
+
+    def __call__(self) -> object:
+        if self.run is None:
+            self.run = self._fastest()
+        return self.run()
+
+    def _batches(self, channels: int) -> Callable[[], object]:
+        import torch
+
+        gen = torch.Generator().manual_seed(0)
+        pairs = []
+        for (h, w), n in self.groups.items():
+            x = torch.randint(0, 256, (n, h, w, channels), dtype=torch.uint8, generator=gen)
+            out = torch.empty((n, self.size, self.size, channels), dtype=torch.uint8)
+            pairs.append((x.to(self.device).permute(0, 3, 1, 2),
+                          out.to(self.device).permute(0, 3, 1, 2)))
+        op = getattr(getattr(torch._C, "_nn", None), "_upsample_bilinear2d_aa", None)
+        size = [self.size, self.size]
+
+        def run() -> None:
+            for x, out in pairs:
+                if op is not None:  # out=: no fresh output pages per call
+                    op(x, size, False, None, None, out=out)
+                else:  # pragma: no cover - a torch without the binding
+                    out.copy_(torch.nn.functional.interpolate(
+                        x, size=size, mode="bilinear", antialias=True, align_corners=False))
+        return run
+
+    def _fastest(self) -> Callable[[], object]:
+        best: tuple[float, Callable[[], object]] | None = None
+        for channels in (4, 3):
+            run = self._batches(channels)
+            seconds = min(time_blocks(run, self.device, 0.0, min_blocks=3))
+            if best is None or seconds < best[0]:
+                best = (seconds, run)
+        assert best is not None
+        return best[1]
+
+
 def clear_cache() -> None:
     """Forget the measured peaks (the next call measures again)."""
     _matmul_peak.cache_clear()
     _memcpy_peak.cache_clear()
+    _KERNEL_PEAKS.clear()
 
 
 def efficiency(achieved: float, peak: Peak | float) -> float:

@@ -8,11 +8,20 @@ supplies the pair sampler, which pools worker processes under ``pytest --benchma
    and interval pool the processes' log ratios (:func:`pytest_mmperf.timing.stats.pool_log_ratios`),
    its median and quartiles pool their per-call times; the baseline's row pools the baseline
    times of every pair;
-2. throughput is ``items / median_s`` in ``<unit>/s``; with ``flops`` / ``bytes`` (a number, or
-   one per implementation) the achieved GFLOP/s or GB/s is set against the machine's calibrated
-   peak (:mod:`pytest_mmperf.report.calibrate`: a dense matmul of ``dtype``, a memory copy),
-   reconciled
-   so that no fraction exceeds 1;
+2. throughput is ``items / median_s`` in ``<unit>/s``; each row's fraction of peak is against
+   the roofline its work declares, measured in the same run
+   (:mod:`pytest_mmperf.report.calibrate`), reconciled so that no fraction exceeds 1:
+
+   * ``roofline`` (a :class:`~pytest_mmperf.report.calibrate.Roofline`, e.g.
+     :func:`~pytest_mmperf.report.calibrate.resize_roofline`) with ``work`` (units per call,
+     default ``items`` when the units agree): the family's own limiting kernel at its best,
+     e.g. images/s of an antialiased resize for preprocessing;
+   * else ``flops`` (a number, or one per implementation): GFLOP/s against a dense matmul of
+     ``dtype``, for compute-bound work;
+   * else ``bytes``: GB/s against a memory copy, for work that only moves memory.
+
+   GFLOP/s and GB/s are recorded whenever ``flops`` / ``bytes`` are given; only the declared
+   roofline gives the fraction (so a compute-bound stage is never read against a copy);
 3. optionally peak tensor memory of one call (:mod:`pytest_mmperf.counting.counters`) and the stage
    breakdown from the implementation's own ``mmperf::<stage>`` labels
    (:mod:`pytest_mmperf.report.stages`).
@@ -27,11 +36,14 @@ import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_mmperf.report.figures import Breakdown, Efficiency, Family, FamilyRow, Scaling
 from pytest_mmperf.timing import stats
 from pytest_mmperf.timing.measure import PairSamples
+
+if TYPE_CHECKING:
+    from pytest_mmperf.report.calibrate import Roofline
 
 # sampler(candidate, baseline, label) -> samples of each pooled process
 PairSampler = Callable[[Callable[[], object], Callable[[], object], str], list[PairSamples]]
@@ -133,7 +145,8 @@ def _row(impl: str, times: list[float], processes: list[PairSamples] | None,
 def measure_family(name: str, implementations: Mapping[str, Callable[[], object]], *,
                    baseline: str, sample: PairSampler, plan: FamilyPlan,
                    items: float | None = None, unit: str = "items", flops: Any = None,
-                   bytes: Any = None, dtype: str | Mapping[str, str] = "float32",
+                   bytes: Any = None, roofline: Roofline | None = None, work: Any = None,
+                   dtype: str | Mapping[str, str] = "float32",
                    device: str = "cpu",
                    title: str | None = None, breakdown: bool = True, memory: bool = True,
                    note: str | None = None, confidence: float = 0.95,
@@ -143,6 +156,7 @@ def measure_family(name: str, implementations: Mapping[str, Callable[[], object]
     names = list(impls)
     flops_of = _per_implementation(flops, names, "flops")
     bytes_of = _per_implementation(bytes, names, "bytes")
+    work_of = _roofline_work(name, roofline, work, items, unit, names)
     dtype_of = _dtypes(dtype, names)
     pairs = {impl: sample(impls[impl], impls[baseline], f"{name}: {impl} vs {baseline}")
              for impl in names if impl != baseline}
@@ -164,7 +178,7 @@ def measure_family(name: str, implementations: Mapping[str, Callable[[], object]
         for row in rows.values():
             row.throughput, row.throughput_unit = float(items) / row.median_s, f"{unit}/s"
     efficiencies, peaks = _efficiency(name, rows, flops_of, bytes_of, dtype_of, device, plan,
-                                      nodeid)
+                                      nodeid, roofline, work_of)
     if memory:
         from pytest_mmperf.counting.counters import measure_counters
 
@@ -198,38 +212,82 @@ def _dtypes(dtype: str | Mapping[str, str], names: Sequence[str]) -> dict[str, s
     return {n: str(dtype.get(n, "float32")) for n in names}
 
 
+def _roofline_work(name: str, roofline: Roofline | None, work: Any, items: float | None,
+                   unit: str, names: Sequence[str]) -> dict[str, float | None]:
+    """Units of the roofline's work per call of each implementation (all None without one)."""
+    if roofline is None:
+        if work is not None:
+            raise ValueError(f"family {name!r}: work= counts units of a roofline; pass "
+                             "roofline= (a pytest_mmperf.report.calibrate.Roofline) too")
+        return dict.fromkeys(names)
+    from pytest_mmperf.report.calibrate import Roofline
+
+    if not isinstance(roofline, Roofline):
+        raise TypeError(f"family {name!r}: roofline must be a "
+                        f"pytest_mmperf.report.calibrate.Roofline (e.g. resize_roofline(...)), "
+                        f"got {type(roofline).__name__} {roofline!r}")
+    if work is None:
+        if items is None or unit != roofline.unit:
+            raise ValueError(f"family {name!r}: the roofline {roofline.name!r} counts "
+                             f"{roofline.unit!r}; pass work= (its units per call) or items= "
+                             f"with unit={roofline.unit!r}")
+        work = items
+    return _per_implementation(work, names, "work")
+
+
 def _efficiency(name: str, rows: dict[str, FamilyRow], flops_of: dict[str, float | None],
                 bytes_of: dict[str, float | None], dtype_of: dict[str, str], device: str,
-                plan: FamilyPlan, nodeid: str
+                plan: FamilyPlan, nodeid: str, roofline: Roofline | None = None,
+                work_of: Mapping[str, float | None] | None = None,
                 ) -> tuple[list[Efficiency], dict[str, dict[str, Any]]]:
-    """GFLOP/s and GB/s per row against reconciled peaks (no fraction above 1). Peaks are keyed
-    by the matmul dtype (``"float32"``, ``"bfloat16"``) or ``"memcpy"``."""
+    """Each row's rate against its declared roofline's reconciled peak (no fraction above 1):
+    the family's ``roofline`` where it has ``work``, else a matmul of its dtype where it has
+    ``flops``, else a memory copy where it has ``bytes``. Peaks are keyed by the matmul dtype
+    (``"float32"``, ``"bfloat16"``), ``"memcpy"`` or the roofline's name."""
     if plan.calibration_s <= 0:
         return [], {}
-    from pytest_mmperf.report.calibrate import matmul_peak, memcpy_peak, reconcile_peak
+    from pytest_mmperf.report.calibrate import (
+        kernel_peak,
+        matmul_peak,
+        memcpy_peak,
+        reconcile_peak,
+    )
 
     rates: dict[str, tuple[str, float]] = {}  # implementation -> (peak key, rate)
+    units: dict[str, str] = {}  # peak key -> the fraction's unit, in words
     for impl, row in rows.items():
         if flops_of[impl] is not None:
             row.gflops = flops_of[impl] / row.median_s / 1e9  # type: ignore[operator]
-            rates[impl] = (dtype_of[impl], row.gflops)
-        elif bytes_of[impl] is not None:
+        if bytes_of[impl] is not None:
             row.achieved_gbps = bytes_of[impl] / row.median_s / 1e9  # type: ignore[operator]
+        done = None if work_of is None else work_of.get(impl)
+        if roofline is not None and done is not None:
+            row.work_rate, row.work_unit = done / row.median_s, f"{roofline.unit}/s"
+            rates[impl] = (roofline.name, row.work_rate)
+            units[roofline.name] = f"{roofline.unit}/s ({roofline.name})"
+        elif row.gflops is not None:
+            rates[impl] = (dtype_of[impl], row.gflops)
+            units[dtype_of[impl]] = f"GFLOP/s ({dtype_of[impl]} matmul)"
+        elif row.achieved_gbps is not None:
             rates[impl] = ("memcpy", row.achieved_gbps)
+            units["memcpy"] = "GB/s (memory copy)"
     peaks: dict[str, Any] = {}
     for key in sorted({k for k, _ in rates.values()}):
-        raw = (memcpy_peak(device, min_run_time=plan.calibration_s) if key == "memcpy"
-               else matmul_peak(key, device, min_run_time=plan.calibration_s))
+        if roofline is not None and key == roofline.name:
+            raw = kernel_peak(roofline, device, min_run_time=plan.calibration_s)
+        elif key == "memcpy":
+            raw = memcpy_peak(device, min_run_time=plan.calibration_s)
+        else:
+            raw = matmul_peak(key, device, min_run_time=plan.calibration_s)
         achieved = {impl: rate for impl, (k, rate) in rates.items() if k == key}
         peaks[key] = reconcile_peak(raw, achieved, min_run_time=2 * plan.calibration_s)
     out: list[Efficiency] = []
     for impl, (key, rate) in rates.items():
         peak = peaks[key]
         fraction = rate / peak.value
-        unit = "GB/s (memory copy)" if key == "memcpy" else f"GFLOP/s ({key} matmul)"
-        rows[impl].peak_fraction, rows[impl].peak_unit = fraction, unit
+        rows[impl].peak_fraction, rows[impl].peak_unit = fraction, units[key]
         out.append(Efficiency(family=name, implementation=impl, achieved=rate, peak=peak.value,
-                              unit=peak.unit, fraction=fraction, nodeid=nodeid))
+                              unit=units[key], fraction=fraction, nodeid=nodeid))
     return out, {k: p.to_dict() for k, p in peaks.items()}
 
 

@@ -52,7 +52,11 @@ class _Record:
 class FamilyRow(_Record):
     """One implementation of a family. Times are seconds per call of this implementation's
     callable; ``speedup`` is t_baseline / t_implementation with its ``speedup_ci`` interval
-    (``None`` for the baseline, whose 1.0 is a definition, not a measurement)."""
+    (``None`` for the baseline, whose 1.0 is a definition, not a measurement).
+
+    ``work_rate`` / ``work_unit``: the achieved rate in the unit of the family's own roofline
+    (``roofline=``, e.g. ``images/s`` of an antialiased resize); ``peak_fraction`` is that rate,
+    else GFLOP/s or GB/s, over the machine's calibrated peak named by ``peak_unit``."""
 
     kind: ClassVar[str] = "family-row"
     implementation: str
@@ -69,6 +73,8 @@ class FamilyRow(_Record):
     throughput_unit: str | None = None
     gflops: float | None = None
     achieved_gbps: float | None = None
+    work_rate: float | None = None
+    work_unit: str | None = None
     peak_fraction: float | None = None
     peak_unit: str | None = None
     peak_memory_bytes: int | None = None

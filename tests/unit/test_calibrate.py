@@ -1,4 +1,5 @@
-"""Machine calibration: practical matmul and memory-copy peaks, cached; efficiency."""
+"""Machine calibration: practical matmul and memory-copy peaks, a family's own roofline (the
+resize kernel), cached; efficiency."""
 
 from __future__ import annotations
 
@@ -9,13 +10,19 @@ import torch
 
 from pytest_mmperf.report import calibrate
 from pytest_mmperf.report.calibrate import (
+    RESIZE_ROOFLINE_NAME,
     Peak,
+    Roofline,
     efficiency,
+    kernel_peak,
     matmul_peak,
     measure_matmul,
     memcpy_peak,
     reconcile_peak,
+    resize_roofline,
 )
+from pytest_mmperf.report.families import FamilyPlan, measure_family
+from pytest_mmperf.timing.measure import PairSamples
 
 # Small sizes and short runs: the machine is shared and the tests must stay quick.
 N = 256
@@ -182,3 +189,79 @@ def test_roofline_flags_name_the_largest_stage() -> None:
     assert roofline_flags(rows, breakdowns, threshold=0.01, baselines=("naive",)) == []
     with pytest.raises(ValueError, match="threshold"):
         roofline_flags(rows, threshold=0)
+
+
+# ----------------------------------------------------------------------------- own rooflines
+
+
+def test_resize_roofline_is_the_kernel_at_its_best() -> None:
+    """The resize limit: torch's uint8 antialiased kernel on one contiguous batch per input
+    size, outputs preallocated; at least as fast as resizing the same images one call each in
+    the plain contiguous (3, H, W) layout with a fresh output (3x slower here)."""
+    sizes = [(120, 160)] * 4 + [(96, 128)] * 2
+    roofline = resize_roofline(sizes, 64)
+    assert roofline.name == RESIZE_ROOFLINE_NAME and roofline.unit == "images"
+    assert roofline.work == 6 and roofline.dtype == "uint8"
+    peak = kernel_peak(roofline, "cpu", min_run_time=RUN)
+    assert peak.kind == "kernel" and peak.unit == "images/s" and peak.name == roofline.name
+    assert peak.value == pytest.approx(6 / peak.seconds) and peak.threads == 1
+    assert kernel_peak(resize_roofline(list(reversed(sizes)), 64), "cpu",
+                       min_run_time=RUN) is peak  # one key per set of sizes: measured once
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (1, 3, h, w), dtype=torch.uint8, generator=gen)
+              for h, w in sizes]
+
+    def one_by_one() -> None:
+        for image in images:
+            torch.nn.functional.interpolate(image, size=(64, 64), mode="bilinear",
+                                            antialias=True, align_corners=False)
+
+    plain = len(images) / min(calibrate.time_blocks(one_by_one, "cpu", RUN))
+    assert peak.value >= 0.7 * plain, (peak.value, plain)
+
+
+def test_resize_roofline_rejects_bad_sizes() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        resize_roofline([])
+    with pytest.raises(ValueError, match="size=0"):
+        resize_roofline([(10, 10)], 0)
+    with pytest.raises(ValueError, match="work must be a finite number > 0"):
+        Roofline(name="k", kernel=lambda: None, work=0, unit="images")
+
+
+def _pair(ratio: float, seconds: float) -> PairSamples:
+    return PairSamples(candidate_s=[seconds / ratio] * 5, baseline_s=[seconds] * 5,
+                       candidate_number=1, baseline_number=1, order="cbcbc", device="cpu",
+                       threads=1, inference_mode=False, budget_s=0.01)
+
+
+def test_family_fraction_is_against_its_declared_roofline() -> None:
+    """With roofline=, each row's fraction of peak is its work rate over the roofline's kernel
+    at its best; GFLOP/s given too are recorded but do not set the fraction."""
+    calls = []
+    roofline = Roofline(name="toy kernel", kernel=lambda: calls.append(1), work=4,
+                        unit="images", key="toy")
+    plan = FamilyPlan(budget_s=0.01, processes=1, min_blocks=3, breakdown_repeats=1,
+                      calibration_s=RUN)
+    figures = measure_family(
+        "toy", {"slow": lambda: None, "fast": lambda: None}, baseline="slow",
+        sample=lambda candidate, baseline, label: [_pair(4.0, 0.01)], plan=plan, items=4,
+        unit="images", roofline=roofline, flops=1e6, breakdown=False, memory=False)
+    peak = figures.family.peaks["toy kernel"]
+    assert calls and peak["kind"] == "kernel" and peak["name"] == "toy kernel"
+    for row in figures.family.rows:
+        assert row.work_rate == pytest.approx(4 / row.median_s) and row.work_unit == "images/s"
+        assert row.gflops == pytest.approx(1e6 / row.median_s / 1e9)  # recorded, not the peak
+        assert row.peak_unit == "images/s (toy kernel)"
+        assert row.peak_fraction == pytest.approx(row.work_rate / peak["value"])
+    assert {e.unit for e in figures.efficiencies} == {"images/s (toy kernel)"}
+    with pytest.raises(ValueError, match="pass roofline="):
+        measure_family("toy", {"a": lambda: None, "b": lambda: None}, baseline="a",
+                       sample=lambda *a: [], plan=plan, work=3)
+    with pytest.raises(ValueError, match="counts 'images'; pass work="):
+        measure_family("toy", {"a": lambda: None, "b": lambda: None}, baseline="a",
+                       sample=lambda *a: [], plan=plan, items=3, unit="rows",
+                       roofline=roofline)
+    with pytest.raises(TypeError, match="roofline must be a"):
+        measure_family("toy", {"a": lambda: None, "b": lambda: None}, baseline="a",
+                       sample=lambda *a: [], plan=plan, roofline="resize")  # type: ignore[arg-type]
