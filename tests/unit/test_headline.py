@@ -89,6 +89,23 @@ def test_old_report_with_derived_claim_renders_no_degenerate_interval() -> None:
     assert "measured sdpa: 1.12 x (no interval)" in text
 
 
+def test_loader_family_names_its_stall_fraction_as_the_bottleneck() -> None:
+    """The loader family's breakdown is the loop's own clock (data stall vs step): the headline
+    names the stall fraction instead of "no stage breakdown"."""
+    figures = [
+        {"kind": "family", "family": "loader -> step", "baseline": "seed DataLoader", "rows": [
+            {"implementation": "seed DataLoader", "median_s": 2.0, "speedup": 1.0},
+            {"implementation": "fast loader", "median_s": 1.0, "speedup": 2.0,
+             "speedup_ci": [1.7, 2.3]}]},
+        {"kind": "breakdown", "family": "loader -> step", "implementation": "fast loader",
+         "stages": {"data stall": 0.3, "training step": 0.7}, "total_s": 1.0, "repeats": 3},
+        {"kind": "breakdown", "family": "loader -> step", "implementation": "seed DataLoader",
+         "stages": {"data stall": 1.5, "training step": 0.5}, "total_s": 2.0, "repeats": 3}]
+    assert headline_lines(figures) == [
+        "loader -> step: fastest fast loader, 2.00x [1.70, 2.30] over seed DataLoader; "
+        "bottleneck fast loader: training step 70 %, data stall 30 %"]
+
+
 def test_roofline_flag_needs_the_gap_at_the_faster_quartile_too() -> None:
     """A busy machine slows a row's median, not the peak (a best block): a row at 20 % of its
     peak at the median but 30 % at its faster quartile is noise, not a finding."""
