@@ -47,17 +47,22 @@ KNOWN_KINDS = ("family", "breakdown", "scaling", "efficiency", "claim")
 # Okabe-Ito colours (distinguishable with colour-vision deficiency) and hatch patterns.
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5em auto;
-max-width:1100px;padding:0 1em;color:#222;line-height:1.4}
+max-width:1200px;padding:0 1em;color:#222;line-height:1.4;overflow-wrap:break-word}
 h1{font-size:1.6em}h2{border-bottom:2px solid #444;padding-bottom:.2em;margin-top:2em}
-h3{margin-top:1.5em}table{border-collapse:collapse;margin:.6em 0;font-size:.9em;display:block;
-overflow-x:auto;max-width:100%}
-th,td{border:1px solid #bbb;padding:.25em .5em;vertical-align:top}
-th{background:#eee;text-align:left}
-td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+h3{margin-top:1.5em}.table-wrap{max-width:100%;overflow-x:auto;margin:.6em 0}
+table{border-collapse:collapse;font-size:.85em}
+th,td{border:1px solid #bbb;padding:.2em .4em;vertical-align:top;overflow-wrap:break-word}
+table.raw td,table.raw th,table.breakdown th{overflow-wrap:anywhere}
+th{background:#eee;text-align:left;font-weight:600;font-size:.92em}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap;
+overflow-wrap:normal}
+td.num.wrap{white-space:normal}.nw{white-space:nowrap}
+td.num .unit{font-size:.85em;color:#555}
 .verdict-fail,.verdict-bad{background:#fde2e1}.verdict-pass,.verdict-good{background:#e3f4e1}
 .verdict-inconclusive,.verdict-neutral{background:#fff4d6}
 .claim{border:3px solid #444;border-radius:6px;padding:.6em 1em;margin:1em 0}
-.claim .verdict{font-size:1.25em;font-weight:bold}svg{display:block;margin:.5em 0;max-width:100%}
+.claim .verdict{font-size:1.25em;font-weight:bold}
+svg{display:block;margin:.5em 0;max-width:100%;height:auto}
 svg text{font-family:inherit;font-size:12px}nav a{margin-right:1em}.note{color:#555;font-size:.9em}
 """
 
@@ -94,18 +99,21 @@ def _td(value: Any, key: str = "") -> str:
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") -> str:
-    """``rows`` hold ready-made ``<td>`` cells."""
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    """``rows`` hold ready-made ``<td>`` cells. Headers may break after ``_`` (``weighted_sum``,
+    ``samples_per_process``); the table sits in a wrapper that scrolls only where a window is
+    too narrow for it even so (the report's own tables fit at 760 px and wider)."""
+    head = "".join(f"<th>{_e(h).replace('_', '_<wbr>')}</th>" for h in headers)
     body = "".join(f"<tr>{''.join(r)}</tr>" for r in rows)
     attr = f' class="{_e(cls)}"' if cls else ""
-    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (f'<div class="table-wrap"><table{attr}><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
 
 
 def _kv_table(mapping: Mapping[str, Any]) -> str:
     if not mapping:
         return '<p class="note">None recorded.</p>'
     return _table(("key", "value"), ([f"<th>{_e(k)}</th>", _td(v, str(k))]
-                                     for k, v in mapping.items()))
+                                     for k, v in mapping.items()), "raw")
 
 
 def _generic_table(records: Sequence[Mapping[str, Any]]) -> str:
@@ -113,7 +121,7 @@ def _generic_table(records: Sequence[Mapping[str, Any]]) -> str:
     keys: list[str] = []
     for rec in records:
         keys.extend(str(k) for k in rec if str(k) not in keys)
-    return _table(keys, ([_td(rec.get(k), k) for k in keys] for rec in records))
+    return _table(keys, ([_td(rec.get(k), k) for k in keys] for rec in records), "raw")
 
 
 def _slug(text: str) -> str:
@@ -148,32 +156,57 @@ class _Doc:
         return f"mm{self.count}"
 
 
+def _num_unit(value: Any, unit: Any, text: str | None = None) -> str:
+    """A number cell whose unit may wrap under it (long units never widen the table)."""
+    if value is None:
+        return '<td class="num">-</td>'
+    shown = text if text is not None else format_number(value)
+    tail = f' <span class="unit">{_e(unit)}</span>' if unit else ""
+    return (f'<td class="num wrap" title="{_e(repr(value))}"><span class="nw">{_e(shown)}</span>'
+            f"{tail}</td>")
+
+
+def _interval_cell(interval: Any) -> str:
+    """``[lo, hi]`` (:func:`format_interval`), which may break after the comma; ``-`` without
+    a measured interval."""
+    text = format_interval(interval)
+    if not text:
+        return '<td class="num">-</td>'
+    low, high = text.split(", ")
+    return (f'<td class="num wrap"><span class="nw">{_e(low)},</span> '
+            f'<span class="nw">{_e(high)}</span></td>')
+
+
 def _family_table(rec: Mapping[str, Any]) -> str:
-    headers = ("implementation", "median", "q1 – q3", "speedup", "interval", "throughput",
-               "GFLOP/s", "of peak (unit)", "peak memory")
-    rows = []
-    for row in rec["rows"]:
-        name = str(row.get("implementation", "?"))
-        ci = row.get("speedup_ci")
-        unit = row.get("throughput_unit") or ""
-        thr = row.get("throughput")
-        fraction = row.get("peak_fraction")
-        rows.append([
-            f"<td>{_e(name)}{' (baseline)' if name == rec.get('baseline') else ''}</td>",
-            _td(row.get("median_s"), "median_s"),
-            f'<td class="num">{_e(format_value(row.get("q1_s"), "q1_s"))} – '
-            f'{_e(format_value(row.get("q3_s"), "q3_s"))}</td>',
-            _td(row.get("speedup")),
-            f'<td class="num">{_e(format_interval(ci) or "-")}</td>',
-            "<td class=\"num\">-</td>" if thr is None else
-            f'<td class="num" title="{_e(repr(thr))}">{_e(format_number(thr))} {_e(unit)}</td>',
-            _td(row.get("gflops")),
-            "<td class=\"num\">-</td>" if fraction is None else
-            f'<td class="num" title="{_e(repr(fraction))}">{_e(format_number(100 * fraction))} %'
-            f'{_e(" (" + str(row["peak_unit"]) + ")" if row.get("peak_unit") else "")}</td>',
-            _td(row.get("peak_memory_bytes"), "peak_memory_bytes"),
-        ])
-    return _table(headers, rows, "family")
+    """The implementations' table; a column no row has a value for (GFLOP/s of a family
+    without FLOPs, peak memory where it was not measured) is left out."""
+    columns: list[tuple[str, Any]] = [
+        ("implementation", lambda row: (
+            f"<td>{_e(row.get('implementation', '?'))}"
+            f"{' (baseline)' if row.get('implementation') == rec.get('baseline') else ''}</td>")),
+        ("median", lambda row: _td(row.get("median_s"), "median_s")),
+        ("q1 – q3", lambda row: (
+            f'<td class="num wrap"><span class="nw">{_e(format_value(row.get("q1_s"), "q1_s"))}'
+            f'</span> – <span class="nw">{_e(format_value(row.get("q3_s"), "q3_s"))}</span></td>')),
+        ("speedup", lambda row: _td(row.get("speedup"))),
+        ("interval", lambda row: _interval_cell(row.get("speedup_ci"))),
+        ("throughput", lambda row: _num_unit(row.get("throughput"),
+                                             row.get("throughput_unit"))),
+        ("GFLOP/s", lambda row: _td(row.get("gflops"))),
+        ("of peak", lambda row: _num_unit(
+            row.get("peak_fraction"),
+            f"({row['peak_unit']})" if row.get("peak_unit") else None,
+            None if row.get("peak_fraction") is None
+            else f"{format_number(100 * row['peak_fraction'])} %")),
+        ("peak memory", lambda row: _td(row.get("peak_memory_bytes"), "peak_memory_bytes")),
+    ]
+    optional = {"GFLOP/s": "gflops", "of peak": "peak_fraction",
+                "peak memory": "peak_memory_bytes"}
+    kept = [(head, cell) for head, cell in columns
+            if head not in optional
+            or any(row.get(optional[head]) is not None for row in rec["rows"])]
+    rows = [[cell(row) for _, cell in kept] for row in rec["rows"]]
+    return _table([head for head, _ in kept], rows, "family")
 
 
 def _family_section(rec: Mapping[str, Any], doc: _Doc) -> str:
@@ -188,10 +221,22 @@ def _family_section(rec: Mapping[str, Any], doc: _Doc) -> str:
 def _breakdown_section(records: Sequence[Mapping[str, Any]], family: str, doc: _Doc) -> str:
     chart = breakdown_chart(records, doc.fills, f"time per stage: {family}", doc.new_id())
     stages = stage_union(records)
+    # One unit for the whole table (the cells carry numbers only, so that many stages fit).
+    values = [float(v) for rec in records for v in (*rec["stages"].values(), rec.get("total_s"))
+              if isinstance(v, (int, float)) and math.isfinite(v)]
+    top = max(values, default=1.0)
+    unit, scale = ("s", 1.0) if top >= 1 else ("ms", 1e3) if top >= 1e-3 else ("us", 1e6)
+
+    def cell(value: Any) -> str:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return _td(value)
+        return f'<td class="num" title="{_e(repr(value))}">{_e(format_number(value * scale))}</td>'
+
     rows = [[f"<td>{_e(rec.get('implementation', '?'))}</td>"]
-            + [_td(rec["stages"].get(s), "stage_s") for s in stages]
-            + [_td(rec.get("total_s"), "total_s")] for rec in records]
+            + [cell(rec["stages"].get(s)) for s in stages] + [cell(rec.get("total_s"))]
+            for rec in records]
     return ("<h4>Where the time goes</h4>" + chart
+            + f'<p class="note">Time per call in each stage, in {unit}.</p>'
             + _table(["implementation", *stages, "total"], rows, "breakdown"))
 
 
@@ -269,14 +314,14 @@ def _guard_table(guards: Sequence[Mapping[str, Any]]) -> str:
                 cell = cell.replace("<td", f'<td class="{_verdict_class(str(g.get(k)))}"', 1)
             cells.append(cell)
         rows.append(cells)
-    return _table(keys, rows, "guards")
+    return _table(keys, rows, "guards raw")
 
 
 def _benchmark_table(rows: Sequence[Mapping[str, Any]]) -> str:
     headers = ("name", "group", "median", "IQR", "q1", "q3", "min", "max", "rounds", "extra_info")
     keys = ("name", "group", "median_s", "iqr_s", "q1_s", "q3_s", "min_s", "max_s", "rounds",
             "extra_info")
-    return _table(headers, ([_td(r.get(k), k) for k in keys] for r in rows), "benchmarks")
+    return _table(headers, ([_td(r.get(k), k) for k in keys] for r in rows), "benchmarks raw")
 
 
 def _families_in_order(figures: Sequence[Mapping[str, Any]]) -> list[str]:
