@@ -9,11 +9,12 @@ import math
 import random
 import re
 import time
+import types
 from typing import Any
 
 import pytest
 
-from pytest_mmperf.guards import Guard, GuardSettings, Instruments
+from pytest_mmperf.guards import Guard, GuardResult, GuardSettings, Instruments
 from pytest_mmperf.report.api import MmperfReport
 from pytest_mmperf.report.headline import headline_lines
 from pytest_mmperf.report.html import render_html
@@ -267,3 +268,49 @@ def test_claim_pair_pools_real_worker_processes(pytester: pytest.Pytester) -> No
                 if f["kind"] == "claim"]
     low, high = claim["interval"]["w"]
     assert low < 1.0 < high and claim["processes"] == {"w": 3}
+
+
+class _Reached(Exception):
+    pass
+
+
+class _WorkerGuard(Guard):
+    """A guard in an mmperf worker whose target is guard call ``target`` (as the pytest glue's:
+    placeholders before it, the measurement ends the test at it)."""
+
+    def __init__(self, target: int, world: _World) -> None:
+        super().__init__(GuardSettings(), instruments=Instruments(measure_pair=self._measure))
+        self.worker = types.SimpleNamespace(index=target)
+        self.world, self.measured = world, 0
+
+    def _measure(self, *args: Any, **kwargs: Any) -> PairSamples:
+        self.measured += 1
+        return self.world.measure_pair(*args, **kwargs)
+
+    def _start(self, kind: str, name: str | None, device: str, *, timing: bool,
+               timing_run: Any = None) -> GuardResult | None:
+        super()._start(kind, name, device, timing=timing, timing_run=timing_run)
+        if self.call_index == self.worker.index:
+            raise _Reached(name)
+        return GuardResult(nodeid="", kind=kind, name=name, metric=kind, estimate=None,
+                           threshold=None, verdict="skipped", decided_by="worker", device=device,
+                           message="not measured in an mmperf worker")
+
+
+def test_claim_worker_measures_no_stand_in_for_pairs_it_never_leaves() -> None:
+    """A worker re-runs the test up to its target guard call. If the target is the claim's third
+    pair, the first two are never read (the worker ends inside the claim): nothing is measured
+    for them. If the target comes after the claim, they get the cheap stand-in, so the test
+    takes the same path as in the parent."""
+    pairs = {label: (_work, _work) for label in ("math", "sdpa", "local")}
+    inside = _WorkerGuard(2, _World(1.3, 0.1))
+    report = MmperfReport([], "t", inside, benchmark=True)
+    with pytest.raises(_Reached, match="local"):
+        report.claim("bf16", claimed=(1.25, 3.0), measured=pairs)
+    assert inside.measured == 0
+    after = _WorkerGuard(5, _World(1.3, 0.1))
+    figures: list[dict[str, Any]] = []
+    claim = MmperfReport(figures, "t", after, benchmark=True).claim(
+        "bf16", claimed=(1.25, 3.0), measured=pairs)
+    assert after.measured == 3 and set(claim.interval) == set(pairs)
+    assert figures == []  # a worker's figures belong to the parent's run
