@@ -41,9 +41,13 @@ as a maximum, and measured where the maximum is:
   hiding it.
 
 Each peak is measured once per process for a given (dtype, device, size, run time) and cached
-(:func:`functools.cache`); :func:`clear_cache` forgets them. The peaks use all of torch's intra-op
-threads and its current precision settings (for example TF32 on CUDA), the ones the measured case
-runs under.
+(:func:`functools.cache`); :func:`clear_cache` forgets them. The report reads every matmul and
+copy peak through :func:`best_so_far`: the best rate of that kind seen in this process, so a
+peak that :func:`reconcile_peak` re-measured higher for one family (202 GFLOP/s where the first
+calibration on a busy machine read 105) is the peak of the next family too, not the stale
+cached one (which read that family's sdpa at "86.7 %" instead of 45 %). The peaks use all of
+torch's intra-op threads and its current precision settings (for example TF32 on CUDA), the ones
+the measured case runs under.
 """
 
 from __future__ import annotations
@@ -395,11 +399,36 @@ class _ResizeKernel:
         return best[1]
 
 
+_BEST: dict[tuple[str, str, str], Peak] = {}
+
+
+def best_so_far(peak: Peak) -> Peak:
+    """The best measured peak of ``peak``'s kind (matmul of its dtype, or copy) on its device in
+    this process: ``peak`` itself if it is the best (it is then recorded), else the earlier
+    one. A peak is the best rate the machine sustained in the run; a later calibration that a
+    busy moment slowed must not lower it. A peak raised to a case (``raised_by``) is returned as
+    it is, its measured part (``measured_value``) recorded; kernel peaks (each
+    :class:`Roofline` has its own work) are returned as they are."""
+    if peak.kind not in ("matmul", "memcpy"):
+        return peak
+    measured = peak
+    if peak.raised_by is not None:
+        if not math.isfinite(peak.measured_value):
+            return peak
+        measured = replace(peak, value=peak.measured_value, raised_by=None)
+    key = (peak.kind, peak.dtype, peak.device)
+    best = _BEST.get(key)
+    if best is None or measured.value > best.value:
+        _BEST[key] = best = measured
+    return peak if peak.raised_by is not None or best is measured else best
+
+
 def clear_cache() -> None:
     """Forget the measured peaks (the next call measures again)."""
     _matmul_peak.cache_clear()
     _memcpy_peak.cache_clear()
     _KERNEL_PEAKS.clear()
+    _BEST.clear()
 
 
 def efficiency(achieved: float, peak: Peak | float) -> float:

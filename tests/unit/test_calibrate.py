@@ -4,6 +4,7 @@ resize kernel), cached; efficiency."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from pytest_mmperf.report.calibrate import (
     resize_roofline,
 )
 from pytest_mmperf.report.families import FamilyPlan, measure_family
+from pytest_mmperf.report.figures import Family
 from pytest_mmperf.timing.measure import PairSamples
 
 # Small sizes and short runs: the machine is shared and the tests must stay quick.
@@ -265,3 +267,37 @@ def test_family_fraction_is_against_its_declared_roofline() -> None:
     with pytest.raises(TypeError, match="roofline must be a"):
         measure_family("toy", {"a": lambda: None, "b": lambda: None}, baseline="a",
                        sample=lambda *a: [], plan=plan, roofline="resize")  # type: ignore[arg-type]
+
+
+def test_best_so_far_keeps_the_best_peak_of_the_run() -> None:
+    high, low = _peak(202.0), _peak(105.0)
+    assert calibrate.best_so_far(high) is high
+    assert calibrate.best_so_far(low) is high  # a slower later calibration does not lower it
+    other = replace(_peak(50.0), dtype="bfloat16")
+    assert calibrate.best_so_far(other) is other  # per dtype
+    raised = replace(_peak(500.0), raised_by="sdpa", measured_value=150.0)
+    assert calibrate.best_so_far(raised) is raised and calibrate.best_so_far(low) is high
+    remeasured = replace(_peak(500.0), raised_by="sdpa", measured_value=300.0)
+    assert calibrate.best_so_far(remeasured) is remeasured  # its measured 300 is recorded
+    assert calibrate.best_so_far(low).value == 300.0
+
+
+def test_a_later_family_reads_the_best_peak_of_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first family's peak is re-measured higher (a case beat it); the second family,
+    whose own cached calibration is the stale low one, is read against the higher peak."""
+    monkeypatch.setattr(calibrate, "matmul_peak", lambda *a, **k: _peak(105.0))
+    monkeypatch.setattr(calibrate, "measure_matmul", lambda *a, **k: _peak(202.0))
+    plan = FamilyPlan(budget_s=0.01, processes=1, min_blocks=3, breakdown_repeats=1,
+                      calibration_s=RUN)
+
+    def family(flops: float) -> Family:
+        return measure_family(
+            "f", {"a": lambda: None, "b": lambda: None}, baseline="a",
+            sample=lambda candidate, baseline, label: [_pair(2.0, 0.01)], plan=plan,
+            flops=flops, breakdown=False, memory=False).family
+
+    first = family(1.9e9)  # b: 1.9e9 / 5 ms = 380 GFLOP/s > 105: re-measured (202), raised
+    assert first.peaks["float32"]["measured_value"] == 202.0
+    second = family(0.5e9)  # b: 100 GFLOP/s: against 202 (the run's best), not 105
+    assert second.peaks["float32"]["value"] == 202.0
+    assert second.row("b").peak_fraction == pytest.approx(100.0 / 202.0)
