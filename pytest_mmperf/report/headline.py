@@ -19,6 +19,7 @@ from pytest_mmperf.report.figures import claim_label_note, format_interval, real
 from pytest_mmperf.units import format_number
 
 BOTTLENECK_STAGES = 2  # stages named per bottleneck
+MIN_NAMED_SHARE = 0.005  # a stage under this share (printed "0 %") is no bottleneck to name
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ def _largest_stages(breakdown: Mapping[str, Any] | None) -> tuple[tuple[str, flo
     total = float(breakdown.get("total_s") or sum(stages.values()))
     if total <= 0:
         return ()
-    named = sorted(((s, v) for s, v in stages.items() if s != OTHER_STAGE),
+    named = sorted(((s, v) for s, v in stages.items()
+                    if s != OTHER_STAGE and v / total >= MIN_NAMED_SHARE),
                    key=lambda kv: kv[1], reverse=True)
     return tuple((s, v / total) for s, v in named[:BOTTLENECK_STAGES])
 

@@ -43,6 +43,18 @@ def test_answers_name_fastest_speedup_bottleneck_and_peak() -> None:
                          "< 25 %): largest stage resize 56 % (9.0 ms of 16.0 ms)"]
 
 
+def test_a_stage_of_no_weight_is_not_named() -> None:
+    """"bottleneck batched: resize+normalize 97 %, collate 0 %" named a stage of 0.2 %."""
+    figures = [{"kind": "family", "family": "pre", "baseline": "naive", "rows": [
+        {"implementation": "naive", "median_s": 0.03, "speedup": 1.0},
+        {"implementation": "batched", "median_s": 0.0065, "speedup": 4.5,
+         "speedup_ci": [3.5, 5.8]}]},
+        {"kind": "breakdown", "family": "pre", "implementation": "batched", "total_s": 0.0065,
+         "stages": {"collate": 0.00001, "resize+normalize": 0.0063,
+                    "other (unlabelled)": 0.00019}}]
+    assert headline_lines(figures)[0].endswith("bottleneck batched: resize+normalize 97 %")
+
+
 def test_baseline_fastest_and_no_breakdown() -> None:
     figures = [{"kind": "family", "family": "f", "baseline": "a", "rows": [
         {"implementation": "a", "median_s": 1.0, "speedup": 1.0, "speedup_ci": [1, 1]},
