@@ -208,8 +208,9 @@ class MmperfReport:
           ``t_baseline / t_candidate``, measured here interleaved (the timing guards'
           machinery), with fresh processes added one at a time until its interval clears the
           claimed low end (either side) or the budget is spent: at most ``processes`` processes
-          and ``time_limit_s`` wall seconds per pair (defaults: the run's plan, 10 processes and
-          120 s under ``pytest --benchmark``, one process at smoke cost). The record keeps the
+          and ``time_limit_s`` wall seconds per pair, a process not being started if one as long
+          as the average so far would overrun (defaults: the run's plan, 10 processes and 120 s
+          under ``pytest --benchmark``, one process at smoke cost). The record keeps the
           processes pooled, whether each pair was decided, and the budget;
         * a family row (its speedup and interval), a ``faster`` guard result, a ``not_slower``
           result (inverted to a speedup), or ``(value, (low, high))``: recorded as given;
@@ -291,9 +292,10 @@ class MmperfReport:
         """One claim pair: the parent's process through :meth:`Guard.sample_pair` (so workers
         find the same guard call), then fresh processes from the guard's spawner, one at a time
         (:func:`~pytest_mmperf.timing.ratio.add_processes`), until the interval clears ``low``
-        or ``plan``'s process / wall-time budget is spent. ``pairs_after``: pairs of the same
-        claim still to come (a worker whose target is one of them never leaves the claim, so
-        this pair needs no stand-in there)."""
+        or ``plan``'s budget is spent: ``claim_processes`` processes, or no time left in
+        ``claim_seconds`` for one more process as long as the average one so far.
+        ``pairs_after``: pairs of the same claim still to come (a worker whose target is one
+        of them never leaves the claim, so this pair needs no stand-in there)."""
         candidate, baseline = pair
         guard, dev = self._guard, self._device
         started = time.perf_counter()
@@ -320,8 +322,9 @@ class MmperfReport:
             lambda k, process_seed: spawner(index, k, plan.budget_s, process_seed))
 
         def enough(processes: list[PairSamples]) -> bool:
-            if time.perf_counter() - started >= plan.claim_seconds:
-                return True
+            spent = time.perf_counter() - started
+            if spent + spent / len(processes) > plan.claim_seconds:
+                return True  # another process (as long as the average one) would overrun
             if len(processes) == 1 and not quiet(processes[0]):
                 return False  # one process on a busy machine does not decide (ratio.py)
             return question.decide(processes).decision != stats.Decision.INCONCLUSIVE

@@ -130,8 +130,9 @@ def _claim_lines(claim: Mapping[str, Any], width: int) -> list[str]:
     intervals = claim.get("interval") or {}
     for label, value in (claim.get("measured") or {}).items():
         ci = format_interval(intervals.get(label))
-        lines.append(_fit(f"  measured {label}: {format_number(value)}{unit}"
-                          f"{' ' + ci if ci else ''}{claim_label_note(claim, label)}", width))
+        lines += textwrap.wrap(f"measured {label}: {format_number(value)}{unit}"
+                               f"{' ' + ci if ci else ''}{claim_label_note(claim, label)}",
+                               width, initial_indent="  ", subsequent_indent="      ")
     for note in (claim.get("text"), claim_budget_note(claim)):
         if note:
             lines += textwrap.wrap(str(note), width, initial_indent="  ", subsequent_indent="  ")

@@ -214,8 +214,9 @@ def test_claim_pair_stops_at_its_time_limit() -> None:
     world = _World(true=1.25, spread=0.12, pause_s=0.05)
     claim = _report(world, []).claim("bf16 pays", claimed=(1.25, 3.0),
                                      measured={"math": (_work, _work)}, time_limit_s=0.12)
-    assert claim.decided == {"math": False} and 2 <= claim.processes["math"] <= 4
-    assert claim.seconds["math"] >= 0.12 and claim.budget["max_seconds"] == 0.12
+    # 0, 0.05, 0.10 s: a fourth process (ending near 0.15 s) would overrun 0.12 s: not started
+    assert claim.decided == {"math": False} and 2 <= claim.processes["math"] <= 3
+    assert claim.budget["max_seconds"] == 0.12
 
 
 def test_claim_bare_number_records_no_interval() -> None:
