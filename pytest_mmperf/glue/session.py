@@ -120,6 +120,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             terminalreporter.write_line(
                 "~ : interval straddled the threshold; the point estimate decided "
                 "(raise --mmperf-budget/--mmperf-processes or run pytest --benchmark)")
+        if any(r.kind == "baseline" for r in results):
+            from pytest_mmperf.report.comparisons import terminal_lines
+
+            terminalreporter.write_sep("=", "mmperf vs baseline")
+            for line in terminal_lines([r.to_dict() for r in results]):
+                terminalreporter.write_line(line)
     if figures:
         from pytest_mmperf.report.terminal import terminal_family_lines
 

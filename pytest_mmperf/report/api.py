@@ -274,16 +274,11 @@ class MmperfReport:
                       time_limit_s: float | None) -> FamilyPlan:
         plan = self._plan
         if processes is not None:
-            if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-                raise ValueError(f"claim {title!r}: processes must be an int >= 1, got "
-                                 f"{processes!r}")
-            plan = replace(plan, claim_processes=processes)
+            plan = replace(plan, claim_processes=PROCESSES.field(f"claim {title!r}", "processes",
+                                                                 processes))
         if time_limit_s is not None:
-            if isinstance(time_limit_s, bool) or not isinstance(time_limit_s, numbers.Real) \
-                    or not time_limit_s > 0 or not math.isfinite(time_limit_s):
-                raise ValueError(f"claim {title!r}: time_limit_s must be seconds > 0, got "
-                                 f"{time_limit_s!r}")
-            plan = replace(plan, claim_seconds=float(time_limit_s))
+            plan = replace(plan, claim_seconds=BUDGET_S.field(f"claim {title!r}", "time_limit_s",
+                                                              time_limit_s))
         return plan
 
     def _claim_pair(self, name: str, pair: tuple[Callable[[], object], Callable[[], object]],

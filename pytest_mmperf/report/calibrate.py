@@ -1,53 +1,14 @@
 """The machine's practical peaks, measured in the same run as the cases they put in proportion.
 
-* :func:`matmul_peak` — GFLOP/s of a dense square ``torch.mm`` (n x n @ n x n, ``2 n^3`` FLOPs) in
-  a given dtype on a given device: the practical compute peak that attention GFLOP/s is compared
-  with. On CPUs with AMX (``amx_bf16``) a bfloat16 matmul is several times faster than float32.
-* :func:`memcpy_peak` — GB/s of a large contiguous tensor ``copy_``: the practical memory
-  bandwidth that preprocessing bytes/s is compared with. **Convention:** a copy of ``nbytes``
-  counts ``2 * nbytes`` (every byte is read once and written once, STREAM "copy" style); the
-  extra read that a write-allocate cache performs on the destination is not counted.
-  ``1 GB/s = 1e9 bytes/s``.
-* :func:`kernel_peak` — a family's **own** roofline (:class:`Roofline`): the kernel that bounds
-  its work, run at its best (one contiguous batch, all threads, outputs preallocated), in
-  ``<work unit>/s``. A copy is the wrong limit for compute-bound work: preprocessing whose time
-  is 97 % antialiased resize read "8.3 % of the copy peak" while running its resize near the
-  resize kernel's own best. :func:`resize_roofline` is the built-in one for image
-  preprocessing: torch's uint8 antialiased bilinear resize (the kernel of
-  ``interpolate(..., antialias=True)`` and torchvision v2 ``resize`` on uint8) of the family's
-  own input sizes to ``size`` x ``size``, in images/s.
-* :func:`efficiency` — achieved / peak; :func:`reconcile_peak` — what to do when a case beats
-  its peak (re-measure, then raise the peak to the case, saying so).
-
-**A peak is a peak.** A practical peak is the best rate the machine sustains, so it is measured
-as a maximum, and measured where the maximum is:
-
-* Best of blocks: each block times ``number`` back-to-back operations (``number`` sized so a
-  block lasts >= 20 ms), at least :data:`MIN_BLOCKS` blocks and ``min_run_time`` seconds per
-  size; the peak is the fastest block. On a shared machine interference only ever makes a
-  block slower (an OpenMP barrier waiting for a descheduled thread), so the fastest block is
-  the best estimate of the undisturbed rate; the median is kept too, and the per-block rates'
-  quartiles (``q1_value``, ``q3_value``) report the peak's own spread.
-* The plateau: a CPU BLAS reaches its steady rate only above some size, which depends on the
-  library, the cache sizes and the thread count (a 1024 matmul was as fast as 1536 and faster
-  than 2048 in one run, 40 % slower in another on the same 2-core machine). Without an explicit
-  ``n``, every size of :data:`DEFAULT_MATMUL_SIZES` is measured and the best one is the peak;
-  ``sizes`` records the rate of each.
-* Still, a short calibration on a busy machine can miss the peak, and a fused kernel can beat a
-  plain matmul (the 118 % "of peak" the report once showed for SDPA). :func:`reconcile_peak`
-  re-measures the peak, longer, when a case beats it, and if the case still wins, raises the
-  peak to the case's rate and names it (``raised_by``, with ``measured_value`` kept): the
-  efficiencies then never read above 100 %, and the report says why the peak moved instead of
-  hiding it.
-
-Each peak is measured once per process for a given (dtype, device, size, run time) and cached
-(:func:`functools.cache`); :func:`clear_cache` forgets them. The report reads every matmul and
-copy peak through :func:`best_so_far`: the best rate of that kind seen in this process, so a
-peak that :func:`reconcile_peak` re-measured higher for one family (202 GFLOP/s where the first
-calibration on a busy machine read 105) is the peak of the next family too, not the stale
-cached one (which read that family's sdpa at "86.7 %" instead of 45 %). The peaks use all of
-torch's intra-op threads and its current precision settings (for example TF32 on CUDA), the ones
-the measured case runs under.
+:func:`matmul_peak` (GFLOP/s of a dense ``torch.mm``), :func:`memcpy_peak` (GB/s of a large
+``copy_``, counting every byte read and written) and :func:`kernel_peak` (a family's own
+:class:`Roofline`, e.g. :func:`resize_roofline` for image preprocessing: a copy is the wrong
+limit for compute-bound work). A practical peak is the best rate the machine sustains, so it is
+measured as a maximum: the fastest block of several sizes (:func:`time_blocks`), since
+interference on a shared machine only makes blocks slower. :func:`reconcile_peak` re-measures a
+peak that a case beats and, if the case still wins, raises the peak to it and says so, so that
+no efficiency reads above 100 %; :func:`best_so_far` hands every family the best peak of the
+run. Peaks use torch's current threads and precision settings, the ones the cases run under.
 """
 
 from __future__ import annotations
@@ -141,7 +102,8 @@ def _positive_int(value: object, name: str, where: str, low: int) -> int:
 
 def time_blocks(fn: Callable[[], object], device: str, min_run_time: float,
                 min_blocks: int = MIN_BLOCKS) -> list[float]:
-    """Seconds per call of ``fn``, one value per block (see the module docstring).
+    """Seconds per call of ``fn``, one value per block; the caller takes the fastest block as the
+    peak, since interference on a shared machine only ever makes a block slower.
 
     One warm-up call, then blocks of ``number`` calls (``number`` chosen from the warm-up so a
     block lasts about :data:`BLOCK_S`) until both ``min_blocks`` blocks and ``min_run_time``

@@ -61,7 +61,8 @@ def comparison_chart(rows: Sequence[Mapping[str, Any]], revision: str) -> str:
     for i, row in enumerate(rows):
         y = top + i * row_h
         label = row_label(row)
-        svg.el("text", _short(label, 38), x=left - 6, y=y + 17, text_anchor="end")
+        short = str(row.get("name") or label.split("[")[0].strip())  # the chart's own label
+        svg.el("text", _short(short, 38), x=left - 6, y=y + 17, text_anchor="end")
         if not _finite(row.get("estimate")):
             svg.el("text", str(row.get("verdict", "-")), x=px(1.0) + 4, y=y + 17, fill="#555")
             continue
@@ -122,10 +123,12 @@ def comparison_section(guards: Sequence[Mapping[str, Any]]) -> str:
         heads, revs = ex.get("candidate_median_s") or [], ex.get("baseline_median_s") or []
         lines.append(
             f"<tr><td>{_e(row_label(row))}</td><td>{_e(row.get('verdict'))}</td>"
-            f"<td>{_e(format_number(row.get('estimate')))}</td><td>{_e(interval)}</td>"
-            f"<td>{_e(_median_text(heads))}</td><td>{_e(_median_text(revs))}</td>"
-            f"<td>{_e(row.get('n_processes'))}</td></tr>")
-    body.append('<div class="table-wrap"><table class="comparisons"><thead><tr><th>test</th>'
+            f'<td class="num">{_e(format_number(row.get("estimate")))}</td>'
+            f'<td class="num wrap">{_e(interval)}</td>'
+            f'<td class="num">{_e(_median_text(heads))}</td>'
+            f'<td class="num">{_e(_median_text(revs))}</td>'
+            f'<td class="num">{_e(row.get("n_processes"))}</td></tr>')
+    body.append('<div class="table-wrap"><table class="comparisons raw"><thead><tr><th>test</th>'
                 "<th>verdict</th><th>ratio</th><th>interval</th><th>working tree</th>"
                 f"<th>{_e(revision)}</th><th>pairs</th></tr></thead><tbody>"
                 + "".join(lines) + "</tbody></table></div>")

@@ -1,33 +1,13 @@
 """Measuring a family for the report: every implementation against the baseline, interleaved.
 
 :func:`measure_family` is what ``mmperf_report.family(...)`` runs (pytest-free; the fixture
-supplies the pair sampler, which pools worker processes under ``pytest --benchmark``):
-
-1. each non-baseline implementation is timed interleaved with the baseline
-   (:meth:`pytest_mmperf.guards.Guard.sample_pair`, the timing guards' machinery); its speedup
-   and interval pool the processes' log ratios (:func:`pytest_mmperf.timing.stats.pool_log_ratios`),
-   its median and quartiles pool their per-call times; the baseline's row pools the baseline
-   times of every pair;
-2. throughput is ``items / median_s`` in ``<unit>/s``; each row's fraction of peak is against
-   the roofline its work declares, measured in the same run
-   (:mod:`pytest_mmperf.report.calibrate`), reconciled so that no fraction exceeds 1:
-
-   * ``roofline`` (a :class:`~pytest_mmperf.report.calibrate.Roofline`, e.g.
-     :func:`~pytest_mmperf.report.calibrate.resize_roofline`) with ``work`` (units per call,
-     default ``items`` when the units agree): the family's own limiting kernel at its best,
-     e.g. images/s of an antialiased resize for preprocessing;
-   * else ``flops`` (a number, or one per implementation): GFLOP/s against a dense matmul of
-     ``dtype``, for compute-bound work;
-   * else ``bytes``: GB/s against a memory copy, for work that only moves memory.
-
-   GFLOP/s and GB/s are recorded whenever ``flops`` / ``bytes`` are given; only the declared
-   roofline gives the fraction (so a compute-bound stage is never read against a copy);
-3. optionally peak tensor memory of one call (:mod:`pytest_mmperf.counting.counters`) and the stage
-   breakdown from the implementation's own ``mmperf::<stage>`` labels
-   (:mod:`pytest_mmperf.report.stages`).
-
-Callables are zero-argument and run as given (no ``inference_mode``: a training step must run
-with autograd); results are discarded.
+supplies the pair sampler, which pools worker processes under ``pytest --benchmark``). Each
+implementation is timed interleaved with the baseline (the timing guards' machinery), and its
+row gets the speedup with its interval, median and quartiles, throughput, the fraction of the
+roofline its work declares (:func:`fraction_basis`: its own kernel, a matmul or a memory copy,
+measured in the same run by :mod:`pytest_mmperf.report.calibrate`), peak tensor memory and the
+stage breakdown from its ``mmperf::<stage>`` labels. Callables run as given (no
+``inference_mode``: a training step needs autograd); results are discarded.
 """
 
 from __future__ import annotations

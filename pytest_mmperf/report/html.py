@@ -39,6 +39,7 @@ from pytest_mmperf.report.charts import (
     speedup_chart,
     stage_union,
 )
+from pytest_mmperf.report.comparisons import comparison_section
 from pytest_mmperf.report.figures import claim_budget_note, claim_label_note, format_interval
 from pytest_mmperf.report.headline import family_answers, family_roofline_flags
 from pytest_mmperf.units import format_bytes, format_number, format_seconds
@@ -366,8 +367,13 @@ def render_html(report: Mapping[str, Any]) -> str:
             '<a href="#families">Families</a><a href="#guards">Guards</a>'
             '<a href="#benchmarks">Benchmarks</a><a href="#other">Other figures</a>'
             '<a href="#machine">Machine</a></nav>']
-    # The answer first: per family the fastest implementation, its speedup, the bottleneck and
-    # the fraction of peak; then the claims; the details follow, the machine last.
+    # The answer first: comparisons across commits (slowest first), then per family the fastest
+    # implementation, its speedup, the bottleneck and the fraction of peak; then the claims;
+    # the details follow, the machine last.
+    compared = _safe(comparison_section, report.get("guards") or [], report.get("guards") or [])
+    if compared:
+        body[-1] = body[-1].replace("<nav>", '<nav><a href="#baseline">vs baseline</a>', 1)
+        body.append(compared)
     body.append('<h2 id="summary">Summary</h2>')
     answers = _safe(_summary_list, figures, figures)
     body.append(answers if answers else '<p class="note">No family was measured.</p>')

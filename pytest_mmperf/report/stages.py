@@ -14,45 +14,10 @@ reference pipelines::
     breakdown = stage_breakdown(lambda: preprocess(paths))
     breakdown.stages   # {"decode": 0.0123, "resize": 0.0045, ..., "other (unlabelled)": 0.0002}
 
-How the numbers are made:
-
-* ``fn`` runs ``warmup`` times outside the profiler, then ``repeats`` times under one
-  profiler session (CPU activity; CUDA activity too on a CUDA device), each call
-  inside a root range of its own.
-* A stage's time is the **self time of its labels**: the wall time of each labelled range minus the
-  wall time of the labelled ranges nested in it (not minus the aten ops inside, which is what the
-  profiler's own ``self_cpu_time_total`` means). Labels with the same stage name add up.
-* ``"other (unlabelled)"`` is the part of the call outside any label, so the stages add up to the
-  call's total wall time (``total_s``, measured by the root range in the same profiler clock).
-* Values are seconds per call of a *typical* call: every call is broken down on its own, and
-  the stages are averaged over the central calls ranked by total time (:func:`central_calls`:
-  the median call of 3, the middle third of 5 or more), so that they agree with direct timing,
-  which is quoted as a median. The mean over all calls did not: on a 2-core machine shared
-  with other processes, one call in a few has an OpenMP barrier wait for a descheduled thread
-  (a scheduler quantum), which can multiply a stage of a few milliseconds, and the mean of 3
-  calls put ``normalize`` at several times its direct timing (issue 14; the stage itself can
-  also be slower inside the call than alone, which the breakdown then shows correctly). Each
-  call's own stages (:attr:`StageBreakdown.calls`) and each stage's quartiles over all calls
-  are kept.
-  Stages are in first-seen order.
-* On the CPU only the ``record_function`` ranges are recorded (:func:`labels_only_profiler`), not
-  every aten op: profiled calls run at the speed of unprofiled ones, also for code made of many
-  tiny ops (tested against direct timing in ``tests/unit/test_stages.py``), and a breakdown
-  costs little more than its calls. Where that profile is unavailable the full profiler is used,
-  which costs a few microseconds per op (1.7x for a loop of tiny adds).
-
-DataLoader worker processes are **not** profiled by the main process. With ``num_workers > 0``, the
-worker-side stages (decode, resize, ... inside the Dataset) are invisible; the main process only
-waits for batches inside ``_MultiProcessingDataLoaderIter.__next__``, which this module reports as
-the stage ``"wait for workers"`` (see :data:`DEFAULT_EXTRA_LABELS`). Profile with ``num_workers=0``
-to see the worker-side stages. Labels recorded on other threads of the main process (a pin-memory
-thread, user threads) overlap the calling thread's time and are not counted.
-
-On a CUDA device, each call ends with a synchronisation inside the root range (so ``total_s`` is
-the real wall time), and the kernels launched inside a label are attributed to it. A stage's time
-is then ``max(CPU self time, GPU kernel self time)``: what the stage would cost if it ran alone and
-waited for its kernels. Both raw figures are kept in :attr:`StageBreakdown.cpu_stages` and
-:attr:`StageBreakdown.device_stages`. (Not yet checked on a GPU machine; the CPU path is tested.)
+A stage's time is the self time of its labels in a typical call (:func:`stage_breakdown` says
+how, and why the central calls rather than the mean); the unlabelled rest is its own stage, so
+the stages add up to the call. DataLoader worker processes are not profiled from the main
+process (:data:`DEFAULT_EXTRA_LABELS`).
 """
 
 from __future__ import annotations
@@ -155,7 +120,7 @@ def stage_breakdown(
         prefix: only ranges whose name starts with it are stages (``"mmperf::decode"`` ->
             ``"decode"``); other ranges (aten ops, ``nn.Module`` names) count towards the
             enclosing stage.
-        repeats: profiled calls; the result is the mean per call.
+        repeats: profiled calls, each inside a root range of its own.
         warmup: unprofiled calls first (lazy initialisation, allocator and cache warm-up).
         device: where ``fn`` runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...); a CUDA device adds
             the CUDA activity and a synchronisation at the end of each call.
@@ -163,7 +128,25 @@ def stage_breakdown(
             name); default :data:`DEFAULT_EXTRA_LABELS` (the DataLoader's wait for workers).
 
     Returns:
-        A :class:`StageBreakdown` (see the module docstring for what the numbers mean).
+        A :class:`StageBreakdown`: seconds per call of a typical call, by stage.
+
+    How the numbers are made: a stage's time is the wall time of its labelled ranges minus the
+    labelled ranges nested in them (not minus the aten ops inside, which is the profiler's own
+    ``self_cpu_time_total``); labels with the same stage name add up; the part of the call
+    outside any label is :data:`OTHER_STAGE`, so the stages add up to the call's wall time
+    (``total_s``, from the root range in the same clock). Every call is broken down on its own
+    and the stages are averaged over the central calls ranked by total time
+    (:func:`central_calls`), so that they agree with direct timing, which is a median: on a
+    shared machine one call in a few waits at an OpenMP barrier for a descheduled thread, and
+    a mean would carry that into one stage. Each call's stages and each stage's quartiles are
+    kept. On the CPU only the ``record_function`` ranges are recorded
+    (:func:`labels_only_profiler`), so profiled calls run at the speed of unprofiled ones even
+    for code made of many tiny ops; where that is unavailable the full profiler is used, which
+    adds a few microseconds per op. Labels on other threads of the main process (a pin-memory
+    thread) overlap the calling thread's time and are not counted; DataLoader worker processes
+    are not profiled at all (profile with ``num_workers=0`` to see their stages). On a CUDA
+    device a stage's time is ``max(CPU self time, GPU kernel self time)``, both kept in
+    :attr:`StageBreakdown.cpu_stages` and :attr:`StageBreakdown.device_stages`.
     """
     _check_args(fn, prefix, repeats, warmup)
     import torch
@@ -208,10 +191,10 @@ def labels_only_profiler() -> Callable[[], Any] | None:
     uses the full ``torch.profiler.profile``.
 
     Why: the breakdown needs the labels only, but the full profiler records every aten op, and
-    turning those into Python events costs about 0.1 ms per op: 0.27 s to break down one
-    8 ms training step of ~1,900 ops, where the labels-only profile takes 8 ms (measured on
-    the 2-core AMD EPYC). It also spares each op the profiler's few microseconds, so stages made
-    of many small ops are no longer inflated. How: ``torch.autograd.profiler.profile`` with its
+    turning those into Python events costs about as much per op as a small op itself, many
+    times the call for a training step (docs/measurements.md#counting-flops-and-memory). It
+    also spares each op the profiler's per-op cost, so stages made of many small ops are not
+    inflated. How: ``torch.autograd.profiler.profile`` with its
     start narrowed to ``RecordScope.USER_SCOPE`` (the scope of ``record_function``; aten ops
     are ``FUNCTION``, autograd's ``BACKWARD_FUNCTION``). Not used on CUDA, where kernels are
     attributed to labels through the ops that launched them.

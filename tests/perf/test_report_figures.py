@@ -1,7 +1,7 @@
 """The figures of ``make bench``, through the public report API (``mmperf_report``) only.
 
 One family per test, as another repository would write it: the implementations of one case of
-``benchmarks/common.py`` measured against the family's naive version
+``benchmarks/cases.py`` / ``benchmarks/training_cases.py`` measured against the family's naive version
 (``mmperf_report.family``: interleaved, pooled over processes under ``pytest --benchmark``),
 with throughput, GFLOP/s or GB/s against the machine's calibrated peak, peak memory and the
 stage breakdown from ``reference/``'s ``mmperf::`` labels; the attention family adds time and
@@ -21,20 +21,22 @@ from typing import Any
 
 import pytest
 
-from benchmarks.common import (
+from benchmarks.cases import (
     ATTENTION_CASES,
     LOADER_CASES,
-    LOADER_TRAINING_CASES,
     LONG_CASES,
     PREPROCESS_CASES,
-    TRAINING_CASES,
     AttentionCase,
     LoaderCase,
-    LoaderTrainingCase,
     LongSequenceCase,
     PreprocessCase,
+)
+from benchmarks.inputs import Workload
+from benchmarks.training_cases import (
+    LOADER_TRAINING_CASES,
+    TRAINING_CASES,
+    LoaderTrainingCase,
     TrainingCase,
-    Workload,
     bf16_condition,
 )
 

@@ -240,8 +240,10 @@ def test_claim_bare_number_records_no_interval() -> None:
         report.claim("bad", claimed=(1, 2), measured={"x": (3.0, (1.0, 2.0))})
     with pytest.raises(ValueError, match="unit must be 'x'"):
         report.claim("bad", claimed=(30, 50), unit="%", measured={"x": (_work, _work)})
-    with pytest.raises(ValueError, match="processes must be an int >= 1"):
+    with pytest.raises(ValueError, match="claim 'bad' processes must be an integer >= 1, got 0"):
         report.claim("bad", claimed=(1, 2), measured={"x": 1.0}, processes=0)
+    with pytest.raises(ValueError, match="claim 'bad' time_limit_s must be a number of seconds"):
+        report.claim("bad", claimed=(1, 2), measured={"x": 1.0}, time_limit_s=0)
 
 
 CLAIM_TESTS = """

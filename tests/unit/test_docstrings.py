@@ -29,13 +29,6 @@ CPU_MODEL = re.compile(
     re.IGNORECASE,
 )
 
-# Files owned by branches that have not landed yet, and the checks they still fail. Remove an
-# entry when its branch lands: test_pending_entries_still_fail fails on an entry that passes, so
-# this list can only shrink.
-PENDING: dict[str, set[str]] = {
-    "pytest_mmperf/report/calibrate.py": {"docstring"},
-    "pytest_mmperf/report/stages.py": {"docstring", "cpu-model"},
-}
 
 
 def _sources() -> list[Path]:
@@ -63,23 +56,16 @@ def _cpu_models(path: Path) -> list[str]:
     return found
 
 
-def _pending(check: str) -> set[str]:
-    return {path for path, checks in PENDING.items() if check in checks}
-
-
 def test_the_folders_hold_python_files() -> None:
     sources = {_rel(p) for p in _sources()}
     for folder in FOLDERS:
         assert any(s.startswith(folder + "/") for s in sources), f"no .py file under {folder}/"
-    assert set(PENDING) <= sources, f"PENDING names files that do not exist: " \
-                                    f"{sorted(set(PENDING) - sources)}"
 
 
 def test_module_docstrings_are_a_few_lines() -> None:
     long = {
         _rel(p): n for p in _sources()
         if (n := _docstring_lines(p)) > MAX_MODULE_DOCSTRING_LINES
-        and _rel(p) not in _pending("docstring")
     }
     assert not long, (
         f"module docstrings over {MAX_MODULE_DOCSTRING_LINES} lines (lines per file): {long}; "
@@ -88,21 +74,11 @@ def test_module_docstrings_are_a_few_lines() -> None:
 
 
 def test_no_source_names_a_cpu_model() -> None:
-    found = [hit for p in _sources() if _rel(p) not in _pending("cpu-model")
-             for hit in _cpu_models(p)]
+    found = [hit for p in _sources() for hit in _cpu_models(p)]
     assert not found, (
         "source files name a CPU model; measurements go to docs/ (dated, naming the machine) "
         "and the code links there:\n" + "\n".join(found)
     )
-
-
-@pytest.mark.parametrize("path, check", sorted(
-    (path, check) for path, checks in PENDING.items() for check in checks))
-def test_pending_entries_still_fail(path: str, check: str) -> None:
-    file = ROOT / path
-    still = (_docstring_lines(file) > MAX_MODULE_DOCSTRING_LINES if check == "docstring"
-             else bool(_cpu_models(file)))
-    assert still, f"{path} passes the {check!r} check now: remove it from PENDING"
 
 
 @pytest.mark.parametrize("text, names", [

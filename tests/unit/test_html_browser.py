@@ -98,8 +98,27 @@ def _row(impl: str, median: float, speedup: float, ci: list[float] | None, **kw:
                      processes=3, **kw)
 
 
+def baseline_rows() -> list[dict[str, Any]]:
+    """Comparisons against a revision (``--mmperf-baseline``), long test ids included."""
+    extra = {"revision": "origin/main", "commit": "0123456789abcdef" * 2 + "01234567",
+             "candidate_median_s": [0.0123, 0.0125], "baseline_median_s": [0.0101, 0.0102]}
+    rows = []
+    for i, (est, low, high, change, verdict) in enumerate((
+            (1.21, 1.15, 1.27, "slower", "fail"), (0.998, 0.93, 1.07, "same", "pass"),
+            (0.61, 0.57, 0.66, "faster", "pass"), (None, None, None, None, "new"))):
+        rows.append({"nodeid": f"tests/perf/test_report_figures.py::test_family_preprocessing"
+                               f"_with_a_long_name[cpu-{i}]", "kind": "baseline",
+                     "name": f"preprocessing/batched-with-a-long-implementation-name-{i}",
+                     "metric": "vs baseline", "estimate": est, "ci_low": low, "ci_high": high,
+                     "threshold": 1.1 if est else None, "verdict": verdict,
+                     "decided_by": "interval", "samples_per_process": [12, 9, 11],
+                     "n_processes": 3, "device": "cpu", "budget_s": 2.0, "message": "",
+                     "extra": {**extra, "change": change}})
+    return rows
+
+
 def realistic_report() -> dict[str, Any]:
-    """The records of a ``make bench`` run on the 2-core EPYC, long labels included."""
+    """The records of a ``make bench`` run on a 2-core machine, long labels included."""
     resize = "images/s (antialiased uint8 resize)"
     figures: list[dict[str, Any]] = []
     claim = Claim(
@@ -112,7 +131,7 @@ def realistic_report() -> dict[str, Any]:
         decided={"math (explicit attention)": True, "sdpa": True, "local": True},
         budget={"max_processes": 10, "max_seconds": 120.0, "per_process_s": 1.5},
         text="bf16 autocast against fp32 for the same training step (long-1024), backend by "
-             "backend; 'significant' read as at least 25 % faster. Hardware: AMD EPYC 9R14 "
+             "backend; 'significant' read as at least 25 % faster. Hardware: Example CPU 9000 "
              "96-Core Processor: native bf16 (AVX512-BF16 / AMX or a bf16 GPU).")
     figures.append(claim.to_dict())
     families = [
@@ -147,7 +166,7 @@ def realistic_report() -> dict[str, Any]:
                           "GFLOP/s (bfloat16 matmul)", 4_700_000))]),
         Family(family="training step", baseline="math float32", unit="images", items=2,
                title="Training step (forward, backward, AdamW): B=2, 1024 image tokens, D=64; "
-                     "fp32 and bf16 per backend", note="bf16: AMD EPYC: native bf16",
+                     "fp32 and bf16 per backend", note="bf16: Example CPU: native bf16",
                rows=[_row(f"{b} {d}", 0.1 / s, s, None if b == "math" and d == "float32"
                           else [s * 0.9, s * 1.1], throughput=2 * s / 0.1,
                           throughput_unit="images/s", before=b == "seed_sparse",
@@ -205,6 +224,7 @@ def realistic_report() -> dict[str, Any]:
                "n_processes": 2, "device": "cpu", "budget_s": 1.0, "message": message,
                "extra": {"guard_wall_s": 4.21, "per_process": [1.85, 1.9],
                          "other_cpu_cores": [0.02, 0.05], "faults_per_call": [0.0, 0.0]}}] * 6
+    guards += baseline_rows()
     benchmarks = [{"name": f"test_preprocess_batched[cpu-varied16-{i}]",
                    "fullname": f"tests/perf/test_bench.py::test_preprocess_batched[cpu-{i}]",
                    "group": "preprocess", "median_s": 0.00731, "iqr_s": 0.00042,
@@ -214,7 +234,7 @@ def realistic_report() -> dict[str, Any]:
                                                 "strategy": "Pillow pixels zero-copy (Arrow C "
                                                             "interface), torch uint8 resize"}}
                   for i in range(3)]
-    machine = {"cpu_model": "AMD EPYC 9R14 96-Core Processor", "cpu_capability": "AVX512",
+    machine = {"cpu_model": "Example CPU 9000 96-Core Processor", "cpu_capability": "AVX512",
                "cpu_flags": "avx512f avx512dq avx512cd avx512bw avx512vl avx512_bf16 "
                             "avx512vbmi avx512_vnni",
                "threads": 2, "gpus": [], "torch": "2.14.1+cu130", "torchvision": "0.29.1"}
