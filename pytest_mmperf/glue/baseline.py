@@ -77,10 +77,16 @@ class BaselineRun:
             self._files_list = Path(name)
         return self._files_list
 
-    def close(self) -> None:
+    def _kill_all(self, grace_s: float) -> None:
+        """End every side process: after ``grace_s`` seconds (shared) those still running are
+        killed."""
+        deadline = time.monotonic() + grace_s
         for process in self._processes:
-            process.kill()
+            process.kill(max(0.0, deadline - time.monotonic()))
         self._processes.clear()
+
+    def close(self) -> None:
+        self._kill_all(grace_s=0.0)
         if self._rev_root is not None:
             rev.remove(self._rev_root)
             self._rev_root = None
@@ -105,10 +111,10 @@ class BaselineRun:
             result = compare(lambda k: self._start_pair(nodeid, target, k, settings),
                              revision=self.revision, settings=settings, nodeid=nodeid,
                              name=name, device=device, budget_note=_budget_note())
-        finally:
-            for process in self._processes:
-                process.kill()
-            self._processes.clear()
+        except BaseException:  # Ctrl-C, or a bug: no side may outlive the comparison
+            self._kill_all(grace_s=0.0)
+            raise
+        self._kill_all(grace_s=5.0)  # told to stop: they end on their own
         recorder(result)
         if result.verdict == "fail":
             from pytest_mmperf.glue.guard_fixture import rerun_command
@@ -144,6 +150,9 @@ class BaselineRun:
                 if exc.kind == "lost":
                     tail = started[exc.side].output_tail()
                     raise SideError(exc.side, exc.kind, f"{exc.message}\n{tail}") from None
+                raise
+            except BaseException:
+                sides.close()
                 raise
             return sides
         finally:
