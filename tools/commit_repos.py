@@ -97,7 +97,7 @@ def checkout_state(repo: Path) -> tuple[str, str, str]:
 
 def leftovers(tmp: Path) -> list[str]:
     """pytest-mmperf's temporary files and folders left in ``tmp`` (its copies of REV are
-    ``mmperf-baseline-*``)."""
+    ``mmperf-head-*`` / ``mmperf-base-*``)."""
     return sorted(p.name for p in tmp.glob("mmperf-*"))
 
 

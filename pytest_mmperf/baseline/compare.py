@@ -16,6 +16,8 @@ tree). Pytest-free.
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -125,6 +127,12 @@ def compare(start_pair: StartPair, *, revision: Revision, settings: CompareSetti
     change = _change(outcome.decision, settings.tolerance)
     result.extra["change"] = change
     result.extra["stages"] = stages
+    result.extra["calls_per_block"] = [[p.candidate_number, p.baseline_number] for p in processes]
+    result.extra["per_pair"] = _per_pair(processes)
+    result.extra["pair_se"] = [e.se for e in outcome.decision.pooled.per_process]
+    if os.environ.get("PYTEST_MMPERF_DUMP_PAIRS"):  # the raw rounds, for studies
+        with open(os.environ["PYTEST_MMPERF_DUMP_PAIRS"], "a", encoding="utf-8") as handle:
+            handle.write(json.dumps([p.to_dict() for p in processes]) + "\n")
     result.message = _message(label, revision, outcome.decision, processes, change,
                               outcome.verdict, outcome.decided_by, stages, budget_note,
                               question)

@@ -40,6 +40,11 @@ from pytest_mmperf.timing.measure import (
 SIDES = ("head", "rev")
 # Seconds the parent samples other processes' CPU use, with both sides idle, to pick threads.
 CONTENTION_SAMPLE_S = 0.2
+# Before a block of the other side: the side that just measured keeps its OpenMP threads
+# spinning for a few milliseconds (libgomp's default wait policy), which slowed the next
+# side's block by 40 %; and the first call of a block after the other side's refills caches,
+# so it runs untimed (docs/measurements.md#lockstep).
+SWITCH_GAP_S = 0.01
 
 
 class SideError(RuntimeError):
@@ -190,9 +195,14 @@ def set_threads(sides: Sides, threads: Threads, timeout_s: float = 60.0,
         time.sleep(sample_s)
         busy = others.cores()
     n = choose_threads(threads, busy, min(sides.threads.values()))
-    for side in SIDES:
+    for side in SIDES:  # one at a time, so each calibrates its block on a quiet machine
         reply = sides.channel(side).ask({"threads": n}, timeout_s)
         sides.numbers[side], sides.threads[side] = int(reply["number"]), int(reply["threads"])
+    # Both sides time blocks of the same number of calls, sized for the slower one: a block's
+    # length changes what a call costs (its first calls find caches and threads cold after the
+    # other side's block), so blocks of different lengths would bias the ratio.
+    common = min(sides.numbers.values())
+    sides.numbers = dict.fromkeys(SIDES, common)
     return n, busy
 
 
@@ -210,13 +220,19 @@ def measure_rounds(sides: Sides, *, budget_s: float, device: str,
                           threads, False, float(budget_s), threads_requested=threads_requested,
                           cores=available_cores(), warmup_other_cpu_cores=warmup_other_cpu_cores)
     order: list[str] = []
+    last = ""
     start = time.perf_counter()
     others = OtherCpuUse.start()
     while True:
         first = "head" if rng.random() < 0.5 else "rev"
         seconds = {}
         for side in (first, "rev" if first == "head" else "head"):
-            reply = sides.channel(side).ask({"block": sides.numbers[side]}, block_timeout_s)
+            switched = side != last
+            if switched:
+                time.sleep(SWITCH_GAP_S)
+            reply = sides.channel(side).ask({"block": sides.numbers[side], "warm": switched},
+                                            block_timeout_s)
+            last = side
             seconds[side] = max(float(reply["seconds"]), 1e-12) / sides.numbers[side]
         samples.candidate_s.append(seconds["head"])
         samples.baseline_s.append(seconds["rev"])

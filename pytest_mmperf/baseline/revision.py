@@ -114,10 +114,23 @@ def resolve(rev: str, where: str | os.PathLike[str]) -> Revision:
                     head=head.stdout.strip(), dirty=bool(status.stdout.strip()))
 
 
+# Both sides import the repository from a copy whose path has the same length (a folder named
+# ``mmperf-<side>-<8 random characters>``): a process's layout (environment, paths, the
+# allocations made while importing) shifts what a call costs by several per cent, the same
+# way for every process of one side, which would bias the comparison instead of averaging out.
+COPY_PREFIX = {"head": "mmperf-head-", "rev": "mmperf-base-"}
+
+
+def copy_dir(side: str, parent: str | os.PathLike[str] | None = None) -> Path:
+    """A new, empty temporary directory for ``side``'s copy (``head`` or ``rev``); both kinds of
+    name have the same length."""
+    return Path(tempfile.mkdtemp(prefix=COPY_PREFIX[side], dir=parent))
+
+
 def materialise(revision: Revision, parent: str | os.PathLike[str] | None = None) -> Path:
     """Write the files of ``revision`` into a new temporary directory (outside the repository)
     and return it. The caller removes it with :func:`remove`."""
-    target = Path(tempfile.mkdtemp(prefix=f"mmperf-baseline-{revision.short}-", dir=parent))
+    target = copy_dir("rev", parent)
     try:
         archive = subprocess.run(["git", "archive", "--format=tar", revision.commit],
                                  cwd=revision.repo_root, capture_output=True,
@@ -130,6 +143,26 @@ def materialise(revision: Revision, parent: str | os.PathLike[str] | None = None
                 tar.extractall(target, filter="data")
             except TypeError:  # Python before 3.10.12 / 3.11.4: no filters (our own archive)
                 tar.extractall(target)  # noqa: S202
+    except BaseException:
+        remove(target)
+        raise
+    return target
+
+
+def copy_working_tree(repo_root: str | os.PathLike[str], files: frozenset[str],
+                      parent: str | os.PathLike[str] | None = None) -> Path:
+    """Copy the working tree's own ``files`` (relative paths, as
+    :func:`repository_files` lists them), uncommitted changes included, into a new temporary
+    directory: the working tree's side imports from there, exactly as REV's side imports from
+    its copy."""
+    root, target = Path(repo_root), copy_dir("head", parent)
+    try:
+        for rel in sorted(files):
+            source = root / rel
+            if source.is_file():
+                destination = target / rel
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, destination, follow_symlinks=False)
     except BaseException:
         remove(target)
         raise

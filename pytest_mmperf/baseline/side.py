@@ -63,7 +63,9 @@ class SideSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_env(self) -> str:
-        return json.dumps(asdict(self))
+        # Both sides' environments have the same size (a process's layout shifts its timings;
+        # see baseline.revision.COPY_PREFIX): "rev" is padded to the length of "head".
+        return json.dumps(asdict(self)) + " " * (4 - len(self.side))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SideSpec | None:
@@ -184,10 +186,10 @@ def serve(connection: SideConnection, work: Benchmarked, device: str = "cpu",
     spec, channel = connection.spec, connection.channel
     if leaks:
         shown = ", ".join(f"{name} ({path})" for name, path in leaks[:5])
-        connection.error(f"REV's process imported the working tree's modules instead of REV's: "
-                         f"{shown}; they were loaded before pytest-mmperf could redirect the "
-                         "repository's imports (e.g. by a pytest plugin of the repository "
-                         "itself)", kind="imports")
+        connection.error(f"the {spec.side} process imported modules of the repository from the "
+                         f"working tree instead of its copy: {shown}; they were loaded before "
+                         "pytest-mmperf could redirect the repository's imports (e.g. by a pytest "
+                         "plugin of the repository itself)", kind="imports")
         return
     import torch
 
@@ -199,13 +201,16 @@ def serve(connection: SideConnection, work: Benchmarked, device: str = "cpu",
         command = channel.receive(IDLE_TIMEOUT_S)
         if command.get("stop"):
             return
-        if "threads" in command:
+        if "threads" in command:  # the parent asks one side at a time: calibrated alone
             if _threads() != int(command["threads"]):
                 torch.set_num_threads(int(command["threads"]))
-                number = _warm(work, timer, 0.0, spec.block_s)
+            number = _warm(work, timer, 0.0, spec.block_s)
             channel.send({"ready": True, "number": number, "threads": _threads()})
         elif "block" in command:
-            channel.send({"seconds": work.block(timer, int(command["block"]))})
+            number = int(command["block"])
+            if number > 1 and command.get("warm"):
+                work.block(timer, 1)  # untimed: caches and threads warm again after the other side
+            channel.send({"seconds": work.block(timer, number)})
         elif "stages" in command:
             channel.send({"stages": _stages(work, device)})
         else:

@@ -16,11 +16,13 @@ the test's error otherwise.
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ from pytest_mmperf.constants import SIDE_ENV
 from pytest_mmperf.glue.options import get_settings
 from pytest_mmperf.glue.workers import option_takes_value, worker_command
 from pytest_mmperf.guards import GuardFailure, GuardResult
+from pytest_mmperf.outcomes import MmperfInconclusiveWarning
 from pytest_mmperf.timing.isolation import WORKER_ENV
 
 XDIST_SKIP_REASON = ("comparisons across commits (--mmperf-baseline) are skipped under "
@@ -59,21 +62,31 @@ class BaselineRun:
 
     def __init__(self, config: pytest.Config, revision: rev.Revision) -> None:
         self.config, self.revision = config, revision
-        self._rev_root: Path | None = None
+        self._copies: dict[str, Path] = {}
         self._files_list: Path | None = None
         self._processes: list[_SideProcess] = []
 
     # ------------------------------------------------------------------ set-up and clean-up
-    def rev_root(self) -> Path:
-        if self._rev_root is None:
-            self._rev_root = rev.materialise(self.revision)
-        return self._rev_root
+    def copy_of(self, side: str) -> Path:
+        """The files ``side`` imports the repository from: REV's (``git archive``) or the
+        working tree's, as it is (:func:`~pytest_mmperf.baseline.revision.copy_working_tree`);
+        made at the first comparison."""
+        if side not in self._copies:
+            if side == "rev":
+                self._copies[side] = rev.materialise(self.revision)
+            else:
+                self._copies[side] = rev.copy_working_tree(self.revision.repo_root,
+                                                           self._repository_files())
+        return self._copies[side]
+
+    def _repository_files(self) -> frozenset[str]:
+        return rev.repository_files(self.revision.repo_root)
 
     def files_list(self) -> Path:
         if self._files_list is None:
             fd, name = tempfile.mkstemp(prefix="mmperf-repo-files-", suffix=".txt")
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write("\n".join(sorted(rev.repository_files(self.revision.repo_root))))
+                handle.write("\n".join(sorted(self._repository_files())))
             self._files_list = Path(name)
         return self._files_list
 
@@ -87,9 +100,9 @@ class BaselineRun:
 
     def close(self) -> None:
         self._kill_all(grace_s=0.0)
-        if self._rev_root is not None:
-            rev.remove(self._rev_root)
-            self._rev_root = None
+        for copy in self._copies.values():
+            rev.remove(copy)
+        self._copies.clear()
         if self._files_list is not None:
             self._files_list.unlink(missing_ok=True)
             self._files_list = None
@@ -116,11 +129,16 @@ class BaselineRun:
             raise
         self._kill_all(grace_s=5.0)  # told to stop: they end on their own
         recorder(result)
-        if result.verdict == "fail":
+        if result.decided_by == "estimate":  # as an undecided timing guard says it
+            warnings.warn(MmperfInconclusiveWarning(f"{nodeid}: {result.message}"), stacklevel=2)
+        if result.verdict == "fail" or (result.verdict == "inconclusive"
+                                        and settings.inconclusive == "fail"):
             from pytest_mmperf.glue.guard_fixture import rerun_command
 
             raise GuardFailure(result.message + "\n  re-run with a larger budget: "
                                + rerun_command(self.config, nodeid), result)
+        if result.verdict == "inconclusive" and settings.inconclusive == "skip":
+            pytest.skip(result.message)
         if result.verdict == "error":
             pytest.fail(result.message, pytrace=False)
         return result
@@ -167,7 +185,7 @@ class BaselineRun:
         spec = SideSpec(side=side, address=_address(rendezvous), token=rendezvous.token,
                         nodeid=nodeid, target=target,
                         repo_root=str(self.revision.repo_root),
-                        rev_root=str(self.rev_root()) if side == "rev" else None,
+                        rev_root=str(self.copy_of(side)),
                         repo_files=str(self.files_list()), test_patterns=patterns)
         command = worker_command(nodeid, rootdir=config.rootpath, inifile=config.inipath,
                                  parent_args=tuple(config.invocation_params.args),
@@ -486,6 +504,22 @@ def _tail(text: str) -> str:
     return text if len(text) <= OUTPUT_TAIL else "…" + text[-OUTPUT_TAIL:]
 
 
+_LAYOUT_SHIFT: list[bytearray] = []
+
+
+def shift_memory_layout() -> None:
+    """Move this process's later heap and mmap allocations by a random amount, as a fresh
+    interpreter's address-space randomisation would.
+
+    Side processes are forked from one server, so without this every side of a session shares
+    the server's layout and differs from the other side only in what it did after the fork: a
+    difference that is the same for every pair of the session, so it biased the comparison
+    (by up to a few per cent for identical code) instead of averaging out across pairs."""
+    rng = random.SystemRandom()
+    _LAYOUT_SHIFT.append(bytearray(rng.randrange(64, 128 * 1024)))  # heap (below the mmap cut)
+    _LAYOUT_SHIFT.append(bytearray(256 * 1024 + 4096 * rng.randrange(512) + rng.randrange(4096)))
+
+
 def start_side(config: pytest.Config) -> None:
     """In a side process, before any conftest: connect to the parent and, on REV's side,
     redirect the repository's imports to REV's files."""
@@ -495,9 +529,10 @@ def start_side(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     if spec is None or config.stash.get(SIDE_KEY, None) is not None:
         return
+    shift_memory_layout()
     connection = SideConnection(spec)
     imports = None
-    if spec.side == "rev" and spec.rev_root:
+    if spec.rev_root:  # both sides import the repository from their copy
         files = Path(spec.repo_files).read_text(encoding="utf-8").splitlines() \
             if spec.repo_files else []
         test_file = Path(config.rootpath) / spec.nodeid.split("::", 1)[0]

@@ -1,7 +1,7 @@
 """The figures of ``make bench``, through the public report API (``mmperf_report``) only.
 
 One family per test, as another repository would write it: the implementations of one case of
-``benchmarks/cases.py`` / ``benchmarks/training_cases.py`` measured against the family's naive version
+``benchmarks/cases.py`` / ``training_cases.py`` measured against the family's naive version
 (``mmperf_report.family``: interleaved, pooled over processes under ``pytest --benchmark``),
 with throughput, GFLOP/s or GB/s against the machine's calibrated peak, peak memory and the
 stage breakdown from ``reference/``'s ``mmperf::`` labels; the attention family adds time and

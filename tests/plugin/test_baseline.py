@@ -93,7 +93,8 @@ def guards(pytester: pytest.Pytester) -> dict[str, dict[str, Any]]:
 
 
 def leftovers() -> list[str]:
-    return sorted(p.name for p in Path(tempfile.gettempdir()).glob("mmperf-baseline-*"))
+    return sorted(p.name for p in Path(tempfile.gettempdir()).glob("mmperf-*")
+                  if p.name.startswith(("mmperf-head-", "mmperf-base-")))
 
 
 def test_a_slower_commit_fails_its_test_and_an_unchanged_benchmark_passes(
@@ -215,8 +216,8 @@ def test_rev_side_that_loaded_working_tree_modules_is_an_error(
     result = pytester.runpytest("--mmperf-baseline=HEAD", *FAST_ARGS, "-p", "mypkg.early",
                                 "-k", "steady")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*ERROR: the comparison with HEAD*imported the working tree's "
-                                 "modules instead of REV's: mypkg*"])
+    result.stdout.fnmatch_lines(["*ERROR: the comparison with HEAD*imported modules of the "
+                                 "repository from the working tree instead of its copy: mypkg*"])
     assert guards(pytester)["test_steady"]["verdict"] == "error"
 
 
@@ -273,12 +274,12 @@ def test_ctrl_c_during_a_comparison_leaves_nothing_behind(pytester: pytest.Pytes
     deadline = time.monotonic() + 120
     while len(list(scratch.glob("mmperf-side-*.log"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)  # REV's copy is made when its side starts, after the working tree's
-    assert list(scratch.glob("mmperf-baseline-*")), "REV's copy was never made"
+    assert list(scratch.glob("mmperf-base-*")), "REV's copy was never made"
     time.sleep(1.5)  # both sides warm and measuring
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
-    assert not list(scratch.glob("mmperf-baseline-*")), out
+    assert not list(scratch.glob("mmperf-base-*")) + list(scratch.glob("mmperf-head-*")), out
     time.sleep(0.5)
     assert _processes_in(pytester.path) == [], out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import random
 import subprocess
 import sys
@@ -224,6 +225,8 @@ def test_lockstep_over_real_sockets_with_two_served_sides() -> None:
             t.join(10)
     assert not errors, errors
     assert samples.n_blocks == 5 and len(set(samples.order)) == 2
+    # both sides time blocks of the same number of calls (sized for the slower side)
+    assert samples.candidate_number == samples.baseline_number >= 1
     assert all(math.isclose(r, math.log(2.0)) for r in samples.log_ratios())
     assert threads_used == samples.threads >= 1
 
@@ -341,3 +344,33 @@ def test_compare_settings_are_validated() -> None:
         CompareSettings(tolerance=-0.1)
     with pytest.raises(ValueError, match="CompareSettings pairs must be an integer >= 1"):
         CompareSettings(pairs=0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks two children")
+def test_side_processes_forked_from_one_server_get_their_own_memory_layout() -> None:
+    """Forked children share the parent's address-space layout, so the same allocation lands at
+    the same address in both (the control); after shift_memory_layout() it does not, as in two
+    fresh interpreters."""
+    import ctypes
+
+    from pytest_mmperf.glue.baseline import shift_memory_layout
+
+    def child_address(shift: bool) -> int:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            if shift:
+                shift_memory_layout()
+            buffer = bytearray(1 << 20)
+            address = ctypes.addressof((ctypes.c_char * len(buffer)).from_buffer(buffer))
+            os.write(write, str(address).encode())
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as handle:
+            value = int(handle.read())
+        os.waitpid(pid, 0)
+        return value
+
+    assert child_address(False) == child_address(False)
+    assert len({child_address(True) for _ in range(3)}) > 1

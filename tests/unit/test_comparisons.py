@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import re
 
+from test_html_browser import baseline_rows  # tests/unit is on sys.path (rootdir imports)
+
 from pytest_mmperf.report.comparisons import comparison_rows, comparison_section, terminal_lines
 from pytest_mmperf.report.html import render_html
 from pytest_mmperf.report.json_report import build_report
-
-from test_html_browser import baseline_rows  # tests/unit is on sys.path (rootdir imports)
 
 
 def test_rows_are_slowest_first_with_the_unmeasured_last() -> None:
