@@ -15,6 +15,7 @@ the test's error otherwise.
 
 from __future__ import annotations
 
+import mmap
 import os
 import random
 import re
@@ -504,7 +505,7 @@ def _tail(text: str) -> str:
     return text if len(text) <= OUTPUT_TAIL else "…" + text[-OUTPUT_TAIL:]
 
 
-_LAYOUT_SHIFT: list[bytearray] = []
+_LAYOUT_SHIFT: list[object] = []
 
 
 def shift_memory_layout() -> None:
@@ -514,10 +515,33 @@ def shift_memory_layout() -> None:
     Side processes are forked from one server, so without this every side of a session shares
     the server's layout and differs from the other side only in what it did after the fork: a
     difference that is the same for every pair of the session, so it biased the comparison
-    (by up to a few per cent for identical code) instead of averaging out across pairs."""
+    (by up to a few per cent for identical code) instead of averaging out across pairs.
+
+    The server's heap may be fragmented, and one random allocation can land in any free chunk
+    and move nothing; so blocks of log-uniform random sizes (64 B to 16 MiB) are taken from the
+    C allocator and kept, which splits free chunks of every size, and an anonymous mapping of a
+    random number of pages is made directly (malloc's own mmap cut moves with what it freed).
+    The blocks are never written, so they cost address space, not memory."""
     rng = random.SystemRandom()
-    _LAYOUT_SHIFT.append(bytearray(rng.randrange(64, 128 * 1024)))  # heap (below the mmap cut)
-    _LAYOUT_SHIFT.append(bytearray(256 * 1024 + 4096 * rng.randrange(512) + rng.randrange(4096)))
+    malloc = _c_malloc()
+    for _ in range(rng.randrange(24, 64)):
+        size = rng.randrange(1, 1 << rng.randrange(6, 25))
+        _LAYOUT_SHIFT.append(malloc(size) if malloc is not None else bytearray(size))
+    _LAYOUT_SHIFT.append(mmap.mmap(-1, 4096 * rng.randrange(1, 1024)))
+
+
+def _c_malloc() -> Callable[[int], object] | None:
+    """libc's malloc, or None where ctypes cannot find it (then bytearrays stand in)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        malloc = libc.malloc
+    except (OSError, AttributeError):
+        return None
+    malloc.restype = ctypes.c_void_p
+    malloc.argtypes = [ctypes.c_size_t]
+    return malloc
 
 
 def start_side(config: pytest.Config) -> None:

@@ -346,31 +346,47 @@ def test_compare_settings_are_validated() -> None:
         CompareSettings(pairs=0)
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks two children")
+_LAYOUT_PROBE = """
+import ctypes, importlib, os, sys
+from pytest_mmperf.timing.forkserver import PRELOAD
+for name in PRELOAD:  # the fork server's state when it forks a side
+    importlib.import_module(name)
+from pytest_mmperf.glue.baseline import shift_memory_layout
+SIZES = (5000, 200_000, 1 << 20, 4 << 20)  # small heap chunks up to mmapped blocks
+
+def child(shift):
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        if shift:
+            shift_memory_layout()
+        buffers = [bytearray(size) for size in SIZES]
+        addresses = [ctypes.addressof((ctypes.c_char * len(b)).from_buffer(b)) for b in buffers]
+        os.write(write, ",".join(map(str, addresses)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as handle:
+        addresses = handle.read().split(",")
+    os.waitpid(pid, 0)
+    return addresses
+
+shift = sys.argv[1] == "shift"
+print(",".join(str(len(set(column))) for column in zip(*(child(shift) for _ in range(4)))))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="side processes are forked on POSIX only")
 def test_side_processes_forked_from_one_server_get_their_own_memory_layout() -> None:
-    """Forked children share the parent's address-space layout, so the same allocation lands at
-    the same address in both (the control); after shift_memory_layout() it does not, as in two
+    """Children forked from a server-like process (pytest and torch imported) share its
+    address-space layout, so an allocation of each size lands at one address in all four (the
+    control); after shift_memory_layout() every size lands at more than one address, as in
     fresh interpreters."""
-    import ctypes
 
-    from pytest_mmperf.glue.baseline import shift_memory_layout
+    def distinct_addresses(mode: str) -> list[int]:
+        result = subprocess.run([sys.executable, "-c", _LAYOUT_PROBE, mode], check=True,
+                                capture_output=True, text=True, timeout=120)
+        return [int(count) for count in result.stdout.split(",")]
 
-    def child_address(shift: bool) -> int:
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read)
-            if shift:
-                shift_memory_layout()
-            buffer = bytearray(1 << 20)
-            address = ctypes.addressof((ctypes.c_char * len(buffer)).from_buffer(buffer))
-            os.write(write, str(address).encode())
-            os._exit(0)
-        os.close(write)
-        with os.fdopen(read) as handle:
-            value = int(handle.read())
-        os.waitpid(pid, 0)
-        return value
-
-    assert child_address(False) == child_address(False)
-    assert len({child_address(True) for _ in range(3)}) > 1
+    assert min(distinct_addresses("same")) == 1
+    assert min(distinct_addresses("shift")) > 1
