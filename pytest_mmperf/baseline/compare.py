@@ -47,6 +47,12 @@ DEFAULT_TOLERANCE = 0.10
 # spread (ratio.SINGLE_PROCESS_TAU) and so decides only clear-cut ratios; two pairs must agree
 # before a commit is called slower (or faster), however clear-cut.
 MIN_PAIRS = 2
+# The between-pair spread always assumed (log): two processes in lockstep share the machine's
+# drift and load, so pairs agree more closely than the timing guards' processes
+# (stats.DEFAULT_TAU_FLOOR): the sd of the pair medians within a comparison was 0.006-0.015 in
+# three comparisons of four and up to 0.036 in the rest (docs/measurements.md#lockstep), which
+# the DerSimonian-Laird estimate then takes over.
+LOCKSTEP_TAU_FLOOR = 0.015
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,7 @@ class CompareSettings:
     budget_s: float = 2.0
     pairs: int = 3
     confidence: float = 0.95
-    tau_floor: float = stats.DEFAULT_TAU_FLOOR
+    tau_floor: float = LOCKSTEP_TAU_FLOOR
     inconclusive: str = "estimate"
     threads: Threads = "auto"
     min_blocks: int = DEFAULT_MIN_BLOCKS

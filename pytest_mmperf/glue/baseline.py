@@ -54,6 +54,11 @@ XDIST_SKIP_REASON = ("comparisons across commits (--mmperf-baseline) are skipped
 RUN_KEY = pytest.StashKey["BaselineRun"]()
 SIDE_KEY = pytest.StashKey["SideRun"]()
 OUTPUT_TAIL = 1500
+# A comparison pools up to this many pairs per --mmperf-processes: pairs are added only while
+# the interval straddles the threshold, and pairs of identical code differed by up to 8 % on a
+# 2-core VM (each process's own memory placement), so three pairs left a 20 % slowdown
+# undecided in some sessions (docs/measurements.md#lockstep).
+PAIRS_PER_PROCESS = 2
 
 
 # ======================================================================== the parent
@@ -112,7 +117,7 @@ class BaselineRun:
     def settings(self) -> CompareSettings:
         s = get_settings(self.config)
         return CompareSettings(tolerance=s.baseline_tolerance, budget_s=s.budget,
-                               pairs=s.processes, confidence=s.confidence,
+                               pairs=PAIRS_PER_PROCESS * s.processes, confidence=s.confidence,
                                inconclusive=s.inconclusive, threads=s.threads, seed=s.seed)
 
     def compare(self, nodeid: str, target: str, name: str | None, device: str,
@@ -508,26 +513,58 @@ def _tail(text: str) -> str:
 _LAYOUT_SHIFT: list[object] = []
 
 
-def shift_memory_layout() -> None:
+def shift_memory_layout(seed: str | None = None) -> None:
     """Move this process's later heap and mmap allocations by a random amount, as a fresh
-    interpreter's address-space randomisation would.
+    interpreter's address-space and hash randomisation would.
 
     Side processes are forked from one server, so without this every side of a session shares
     the server's layout and differs from the other side only in what it did after the fork: a
     difference that is the same for every pair of the session, so it biased the comparison
-    (by up to a few per cent for identical code) instead of averaging out across pairs.
+    (by up to a few per cent for identical code) instead of averaging out across pairs. The two
+    sides of one pair shift by the same amount (``seed``: the pair's token), each pair by another:
+    a layout that slows one side's code by several per cent then varies between pairs instead of
+    within them, and identical code gets identical layouts on both sides.
 
     The server's heap may be fragmented, and one random allocation can land in any free chunk
     and move nothing; so blocks of log-uniform random sizes (64 B to 16 MiB) are taken from the
     C allocator and kept, which splits free chunks of every size, and an anonymous mapping of a
     random number of pages is made directly (malloc's own mmap cut moves with what it freed).
     The blocks are never written, so they cost address space, not memory."""
-    rng = random.SystemRandom()
+    rng = random.Random(seed) if seed is not None else random.SystemRandom()
     malloc = _c_malloc()
     for _ in range(rng.randrange(24, 64)):
         size = rng.randrange(1, 1 << rng.randrange(6, 25))
         _LAYOUT_SHIFT.append(malloc(size) if malloc is not None else bytearray(size))
     _LAYOUT_SHIFT.append(mmap.mmap(-1, 4096 * rng.randrange(1, 1024)))
+
+
+# glibc's mallopt parameters (malloc.h) and the values a side sets: blocks below 32 MiB (the
+# largest mmap threshold glibc accepts on 64-bit) come from the heap, which is never trimmed.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+SIDE_MMAP_THRESHOLD = 32 * 1024 * 1024
+SIDE_TRIM_THRESHOLD = 1 << 30
+
+
+def steady_allocator() -> bool:
+    """Fix glibc malloc's mmap and trim thresholds in this process, so that a buffer allocated
+    and freed every call is reused from the heap instead of being mapped, faulted in and
+    returned to the system again on some calls and not others.
+
+    glibc raises its mmap threshold when a mapped block is freed and trims the heap's top when
+    it is free; which of the two a process ends up in depends on what else it allocated, so
+    two processes running the same code read per-call times 1.7-2.6x apart (an antialiased
+    resize of a 4 MB batch: docs/measurements.md#lockstep) and pairs could not agree. A
+    long-running training or serving process reaches the steady state this sets. False where
+    the C library has no mallopt (not glibc)."""
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(M_MMAP_THRESHOLD, SIDE_MMAP_THRESHOLD)
+                and mallopt(M_TRIM_THRESHOLD, SIDE_TRIM_THRESHOLD))
 
 
 def _c_malloc() -> Callable[[int], object] | None:
@@ -553,7 +590,8 @@ def start_side(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     if spec is None or config.stash.get(SIDE_KEY, None) is not None:
         return
-    shift_memory_layout()
+    steady_allocator()
+    shift_memory_layout(spec.token)
     connection = SideConnection(spec)
     imports = None
     if spec.rev_root:  # both sides import the repository from their copy

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from user_code import WORK
 
 pytest_plugins = ["pytester"]
 
@@ -100,18 +101,6 @@ def test_malformed_snapshot_file_is_one_usage_error_even_when_updating(
 
 
 # --------------------------------------------------------------------------- re-run command
-WORK = """
-import pytest
-import torch
-
-X = torch.randn(512)
-
-def work(n):
-    def fn():
-        for _ in range(25 * n):
-            torch.add(X, 1.0)
-    return fn
-"""
 
 
 def test_failing_timing_guard_ends_with_the_command_that_reruns_it(

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 import pytest
+from user_code import WORK
 
 pytest_plugins = ["pytester"]
 
@@ -27,20 +28,6 @@ def pytest_sessionfinish(session):
         json.dump([r.to_dict() for r in session_results(session.config)], handle)
 """
 
-# Small element-wise ops (below torch's parallel grain size) run on one thread: multi-threaded
-# kernels on a busy 2-core machine wait for descheduled OpenMP threads in 4 ms scheduler ticks,
-# which would turn a 4x work ratio into anything between 1x and 15x.
-WORK = """
-import torch
-
-X = torch.randn(512)
-
-def work(n):
-    def fn():
-        for _ in range(25 * n):
-            torch.add(X, 1.0)
-    return fn
-"""
 
 FAST_ARGS = ("--mmperf-budget=0.3", "--mmperf-processes=2", "-p", "no:randomly")
 

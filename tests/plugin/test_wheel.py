@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from packaging.version import Version
+from user_code import WORK
 
 import pytest_mmperf
 
@@ -122,19 +123,8 @@ def _metadata_without_entry_points(wheel: Path) -> tuple[list[str], email.messag
         return names, email.parser.Parser().parsestr(archive.read(f"{info}/METADATA").decode())
 
 
-USER_TESTS = '''
-import pytest
-import torch
+USER_TESTS = WORK + '''
 from pytest_mmperf import GuardFailure
-
-X = torch.randn(512)
-
-
-def work(n):
-    def fn():
-        for _ in range(25 * n):
-            torch.add(X, 1.0)
-    return fn
 
 
 def test_fixtures(mmperf_batch, mmperf_device):

@@ -29,6 +29,7 @@ from pytest_mmperf.baseline.lockstep import (
 )
 from pytest_mmperf.baseline.side import Benchmarked, SideConnection, SideSpec, serve
 from pytest_mmperf.constants import OTHER_STAGE
+from pytest_mmperf.timing import stats
 from pytest_mmperf.timing.measure import BlockTimer, PairSamples
 
 
@@ -319,6 +320,19 @@ def test_a_clear_slowdown_needs_two_agreeing_pairs_and_names_the_stage_that_grew
     assert "faster than main" in quick.message
 
 
+def test_pairs_in_lockstep_assume_a_smaller_spread_than_timing_guard_processes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five agreeing pairs 8 % slower against a 5 % tolerance: decided by the interval with the
+    lockstep floor; with the timing guards' floor (0.03) the same pairs stay undecided."""
+    pairs = FakePairs([1.08] * 5)
+    pairs.install(monkeypatch)
+    result = _compare(pairs, pairs=5, tolerance=0.05)
+    assert result.verdict == "fail" and result.decided_by == "interval", result.message
+    assert compare_module.LOCKSTEP_TAU_FLOOR < stats.DEFAULT_TAU_FLOOR
+    wide = _compare(pairs, pairs=5, tolerance=0.05, tau_floor=stats.DEFAULT_TAU_FLOOR)
+    assert wide.decided_by == "estimate" and wide.ci_low < 1.05 < wide.ci_high
+
+
 def test_an_undecided_comparison_uses_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     pairs = FakePairs([1.05, 1.2, 0.95])
     pairs.install(monkeypatch)
@@ -354,13 +368,15 @@ for name in PRELOAD:  # the fork server's state when it forks a side
 from pytest_mmperf.glue.baseline import shift_memory_layout
 SIZES = (5000, 200_000, 1 << 20, 4 << 20)  # small heap chunks up to mmapped blocks
 
-def child(shift):
+def child(mode):
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read)
-        if shift:
+        if mode == "shift":
             shift_memory_layout()
+        elif mode == "seeded":  # the two sides of one pair
+            shift_memory_layout("one pair's token")
         buffers = [bytearray(size) for size in SIZES]
         addresses = [ctypes.addressof((ctypes.c_char * len(b)).from_buffer(b)) for b in buffers]
         os.write(write, ",".join(map(str, addresses)).encode())
@@ -371,8 +387,7 @@ def child(shift):
     os.waitpid(pid, 0)
     return addresses
 
-shift = sys.argv[1] == "shift"
-print(",".join(str(len(set(column))) for column in zip(*(child(shift) for _ in range(4)))))
+print(",".join(str(len(set(column))) for column in zip(*(child(sys.argv[1]) for _ in range(4)))))
 """
 
 
@@ -381,7 +396,7 @@ def test_side_processes_forked_from_one_server_get_their_own_memory_layout() -> 
     """Children forked from a server-like process (pytest and torch imported) share its
     address-space layout, so an allocation of each size lands at one address in all four (the
     control); after shift_memory_layout() every size lands at more than one address, as in
-    fresh interpreters."""
+    fresh interpreters; with one seed (the two sides of a pair) all at one address again."""
 
     def distinct_addresses(mode: str) -> list[int]:
         result = subprocess.run([sys.executable, "-c", _LAYOUT_PROBE, mode], check=True,
@@ -390,3 +405,32 @@ def test_side_processes_forked_from_one_server_get_their_own_memory_layout() -> 
 
     assert min(distinct_addresses("same")) == 1
     assert min(distinct_addresses("shift")) > 1
+    assert sum(distinct_addresses("seeded")) <= 5  # one size may differ, as in the control
+
+
+_FAULT_PROBE = """
+import ctypes, resource, sys
+from pytest_mmperf.glue.baseline import M_MMAP_THRESHOLD, steady_allocator
+ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 128 * 1024)  # every large block mapped afresh
+if sys.argv[1] == "steady":
+    assert steady_allocator()
+bytearray(20 << 20)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    bytearray(20 << 20)  # allocated, written and freed, as a fresh tensor every call
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_a_side_reuses_large_blocks_instead_of_faulting_them_in_every_call() -> None:
+    """A 20 MiB block allocated and freed every call: mapped and faulted in again every time
+    in the control (5,120 faults of 4 KiB pages), reused from the heap after steady_allocator()."""
+
+    def faults_per_call(mode: str) -> float:
+        result = subprocess.run([sys.executable, "-c", _FAULT_PROBE, mode], check=True,
+                                capture_output=True, text=True, timeout=60)
+        return float(result.stdout)
+
+    assert faults_per_call("control") > 1000
+    assert faults_per_call("steady") < 100

@@ -1,0 +1,18 @@
+"""Source text of a user's test module that the plugin's black-box tests write into pytester
+repositories: ``work(n)`` returns a callable doing n units of single-threaded torch work."""
+
+# Small element-wise ops (below torch's parallel grain size) run on one thread: multi-threaded
+# kernels on a busy 2-core machine wait for descheduled OpenMP threads in 4 ms scheduler ticks,
+# which would turn a 4x work ratio into anything between 1x and 15x.
+WORK = """
+import pytest
+import torch
+
+X = torch.randn(512)
+
+def work(n):
+    def fn():
+        for _ in range(25 * n):
+            torch.add(X, 1.0)
+    return fn
+"""
