@@ -255,12 +255,15 @@ def test_ctrl_c_during_a_comparison_leaves_nothing_behind(pytester: pytest.Pytes
     side process survives."""
     repository(pytester)
     commit(pytester.path, {"test_slow.py": """
+        import random
         import time
         from mypkg import work
 
 
         def test_slow(benchmark):
-            benchmark.pedantic(lambda: (time.sleep(0.05), work.steady()), rounds=1)
+            # Calls of 0-20 ms at random: no pair can stop before its 30 s budget.
+            benchmark.pedantic(lambda: (time.sleep(random.uniform(0.0, 0.02)), work.steady()),
+                               rounds=1)
     """}, "slow benchmark")
     scratch = tmp_path / "tmp"
     scratch.mkdir()
