@@ -273,7 +273,10 @@ def test_ctrl_c_during_a_comparison_leaves_nothing_behind(pytester: pytest.Pytes
                              "--mmperf-baseline=HEAD", "--mmperf-budget=30",
                              "--benchmark-disable"],
                             cwd=pytester.path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            # a shell's background job ignores SIGINT, and Python keeps an
+                            # ignored SIGINT ignored: the run under test must have Ctrl-C
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while len(list(scratch.glob("mmperf-side-*.log"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)  # REV's copy is made when its side starts, after the working tree's

@@ -16,7 +16,7 @@ import time
 import pytest
 import torch
 
-from pytest_mmperf.timing import measure
+from pytest_mmperf.timing import contention, measure
 from pytest_mmperf.timing.measure import (
     BlockTimer,
     PairSamples,
@@ -288,6 +288,8 @@ def test_auto_threads_leave_out_the_core_another_process_keeps_busy() -> None:
                             warmup_s=0.2)
     finally:
         os.kill(stranger, 9)
-    assert samples.warmup_other_cpu_cores is not None and samples.warmup_other_cpu_cores > 0.6
+    # The burner shares two cores with the warm-up's own two threads: it gets 0.57-0.9 of one.
+    busy = samples.warmup_other_cpu_cores
+    assert busy is not None and busy > contention.BUSY_CORE_SLACK, busy
     assert samples.threads < torch.get_num_threads()
     assert samples.cores == len(os.sched_getaffinity(0))
