@@ -49,9 +49,8 @@ DEFAULT_TOLERANCE = 0.10
 MIN_PAIRS = 2
 # The between-pair spread always assumed (log): two processes in lockstep share the machine's
 # drift and load, so pairs agree more closely than the timing guards' processes
-# (stats.DEFAULT_TAU_FLOOR): the sd of the pair medians within a comparison was 0.006-0.015 in
-# three comparisons of four and up to 0.036 in the rest (docs/measurements.md#lockstep), which
-# the DerSimonian-Laird estimate then takes over.
+# (stats.DEFAULT_TAU_FLOOR); where they disagree more, the DerSimonian-Laird estimate takes
+# over (measured: docs/measurements.md#lockstep).
 LOCKSTEP_TAU_FLOOR = 0.015
 
 

@@ -55,9 +55,8 @@ RUN_KEY = pytest.StashKey["BaselineRun"]()
 SIDE_KEY = pytest.StashKey["SideRun"]()
 OUTPUT_TAIL = 1500
 # A comparison pools up to this many pairs per --mmperf-processes: pairs are added only while
-# the interval straddles the threshold, and pairs of identical code differed by up to 8 % on a
-# 2-core VM (each process's own memory placement), so three pairs left a 20 % slowdown
-# undecided in some sessions (docs/measurements.md#lockstep).
+# the interval straddles the threshold, and pairs of identical code can disagree by several per
+# cent, which three pairs could not always decide (docs/measurements.md#lockstep).
 PAIRS_PER_PROCESS = 2
 
 
@@ -531,7 +530,9 @@ def shift_memory_layout(seed: str | None = None) -> None:
     random number of pages is made directly (malloc's own mmap cut moves with what it freed).
     The blocks are never written, so they cost address space, not memory."""
     rng = random.Random(seed) if seed is not None else random.SystemRandom()
-    malloc = _c_malloc()
+    import ctypes
+
+    malloc = _libc_function("malloc", ctypes.c_void_p, [ctypes.c_size_t])
     for _ in range(rng.randrange(24, 64)):
         size = rng.randrange(1, 1 << rng.randrange(6, 25))
         _LAYOUT_SHIFT.append(malloc(size) if malloc is not None else bytearray(size))
@@ -552,33 +553,30 @@ def steady_allocator() -> bool:
 
     glibc raises its mmap threshold when a mapped block is freed and trims the heap's top when
     it is free; which of the two a process ends up in depends on what else it allocated, so
-    two processes running the same code read per-call times 1.7-2.6x apart (an antialiased
-    resize of a 4 MB batch: docs/measurements.md#lockstep) and pairs could not agree. A
-    long-running training or serving process reaches the steady state this sets. False where
-    the C library has no mallopt (not glibc)."""
-    try:
-        import ctypes
+    two processes running the same code could read very different per-call times and pairs
+    could not agree (docs/measurements.md#lockstep). A long-running training or serving
+    process reaches the steady state this sets. False where the C library has no mallopt
+    (not glibc)."""
+    import ctypes
 
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    mallopt = _libc_function("mallopt", ctypes.c_int, [ctypes.c_int, ctypes.c_int])
+    if mallopt is None:
         return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     return bool(mallopt(M_MMAP_THRESHOLD, SIDE_MMAP_THRESHOLD)
                 and mallopt(M_TRIM_THRESHOLD, SIDE_TRIM_THRESHOLD))
 
 
-def _c_malloc() -> Callable[[int], object] | None:
-    """libc's malloc, or None where ctypes cannot find it (then bytearrays stand in)."""
+def _libc_function(name: str, restype: Any, argtypes: list[Any]) -> Callable[..., Any] | None:
+    """The C library's function ``name`` with its signature set, or None where ctypes cannot
+    find it."""
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None)
-        malloc = libc.malloc
+        function = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
-    malloc.restype = ctypes.c_void_p
-    malloc.argtypes = [ctypes.c_size_t]
-    return malloc
+    function.restype, function.argtypes = restype, argtypes
+    return function
 
 
 def start_side(config: pytest.Config) -> None:
