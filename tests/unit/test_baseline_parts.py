@@ -361,33 +361,39 @@ def test_compare_settings_are_validated() -> None:
 
 
 _LAYOUT_PROBE = """
-import ctypes, importlib, os, sys
+import ctypes, importlib, os
 from pytest_mmperf.timing.forkserver import PRELOAD
 for name in PRELOAD:  # the fork server's state when it forks a side
     importlib.import_module(name)
 from pytest_mmperf.glue.baseline import shift_memory_layout
 SIZES = (5000, 200_000, 1 << 20, 4 << 20)  # small heap chunks up to mmapped blocks
 
-def child(mode):
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read)
-        if mode == "shift":
-            shift_memory_layout()
-        elif mode == "seeded":  # the two sides of one pair
-            shift_memory_layout("one pair's token")
-        buffers = [bytearray(size) for size in SIZES]
-        addresses = [ctypes.addressof((ctypes.c_char * len(b)).from_buffer(b)) for b in buffers]
-        os.write(write, ",".join(map(str, addresses)).encode())
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as handle:
-        addresses = handle.read().split(",")
-    os.waitpid(pid, 0)
-    return addresses
+def children(mode, count=4):
+    # Pipes first and forks back to back: the parent's heap is the same at every fork.
+    pipes = [os.pipe() for _ in range(count)]
+    pids = [0] * count
+    for i in range(count):
+        pids[i] = os.fork()
+        if pids[i] == 0:
+            if mode == "shift":
+                shift_memory_layout()
+            elif mode == "seeded":  # the two sides of one pair
+                shift_memory_layout("one pair's token")
+            buffers = [bytearray(size) for size in SIZES]
+            addresses = [ctypes.addressof((ctypes.c_char * len(b)).from_buffer(b))
+                         for b in buffers]
+            os.write(pipes[i][1], ",".join(map(str, addresses)).encode())
+            os._exit(0)
+    rows = []
+    for (read, write), pid in zip(pipes, pids):
+        os.close(write)
+        with os.fdopen(read) as handle:
+            rows.append(handle.read().split(","))
+        os.waitpid(pid, 0)
+    return [len(set(column)) for column in zip(*rows)]
 
-print(",".join(str(len(set(column))) for column in zip(*(child(sys.argv[1]) for _ in range(4)))))
+for mode in ("same", "shift", "seeded"):
+    print(mode, *children(mode))
 """
 
 
@@ -396,16 +402,14 @@ def test_side_processes_forked_from_one_server_get_their_own_memory_layout() -> 
     """Children forked from a server-like process (pytest and torch imported) share its
     address-space layout, so an allocation of each size lands at one address in all four (the
     control); after shift_memory_layout() every size lands at more than one address, as in
-    fresh interpreters; with one seed (the two sides of a pair) all at one address again."""
-
-    def distinct_addresses(mode: str) -> list[int]:
-        result = subprocess.run([sys.executable, "-c", _LAYOUT_PROBE, mode], check=True,
-                                capture_output=True, text=True, timeout=120)
-        return [int(count) for count in result.stdout.split(",")]
-
-    assert min(distinct_addresses("same")) == 1
-    assert min(distinct_addresses("shift")) > 1
-    assert sum(distinct_addresses("seeded")) <= 5  # one size may differ, as in the control
+    fresh interpreters; with one seed (the two sides of a pair) at one address again."""
+    result = subprocess.run([sys.executable, "-c", _LAYOUT_PROBE], check=True,
+                            capture_output=True, text=True, timeout=120)
+    distinct = {mode: [int(n) for n in counts]
+                for mode, *counts in (line.split() for line in result.stdout.splitlines())}
+    assert max(distinct["same"]) == 1, distinct
+    assert min(distinct["shift"]) > 1, distinct
+    assert max(distinct["seeded"]) == 1, distinct
 
 
 _FAULT_PROBE = """
