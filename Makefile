@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml reference/pyproject.toml
 	$(PY) -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
 
-# The tests; `asv check` and one quick pass of the asv suite (a broken benchmark fails CI); the
-# proof that the regression suite catches known regressions of reference/ (first guard each).
+# The tests; `asv check` and one quick pass of the asv suite in one process (a broken benchmark
+# fails CI); the proof that the regression suite catches known regressions of reference/ (first
+# guard each).
 test: $(STAMP)
 	$(PY) -m pytest
 	$(PY) tools/perf_gate.py --check

@@ -17,21 +17,28 @@ Exit status: 0 nothing got worse; 1 a benchmark is worse (confirmed) or started 
 ``!``); 2 a benchmark errored at HEAD or asv itself failed; 3 bad usage.
 
 Quick check (``make test``): ``python tools/perf_gate.py --check`` runs ``asv check`` and one
-quick pass of the whole suite in the current interpreter (:func:`check`).
+quick pass of the whole suite in this process through asv's runner (:func:`check`; it imports
+``asv_runner`` and the suite, so torch).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import itertools
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DEFAULT_FACTOR = 1.25
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR, EXIT_USAGE = 0, 1, 2, 3
@@ -189,23 +196,6 @@ def summarise(rows: Sequence[Row]) -> tuple[list[str], list[str], list[str]]:
     return worse, broken, failing
 
 
-_FAILED_LINE = re.compile(r"(?:^|\s)failed(?:\s|$)")
-
-
-def failed_in_run_output(text: str) -> list[str]:
-    """Lines of ``asv run`` output that report a failed benchmark (or parameter combination).
-
-    asv prints ``[ 50.00%] ··· module.Class.bench   failed`` for a plain benchmark and a
-    parameter table with ``failed`` cells for a parametrised one.
-    """
-    hits = []
-    for raw in text.splitlines():
-        line = _ANSI.sub("", raw)
-        if _FAILED_LINE.search(line) and not line.lstrip().startswith(("$", "asv:")):
-            hits.append(line.strip())
-    return hits
-
-
 # ---------------------------------------------------------------------------------- commands
 
 
@@ -303,37 +293,139 @@ def gate(base: str | None, head: str, factor: float, bench: str | None, config: 
     return code
 
 
-def check(bench: str | None, config: Path) -> int:
-    """asv check + one quick pass of the suite in the current environment; the exit status.
+# asv run --quick's settings for every benchmark: one call, no warm-up, one round.
+QUICK_PARAMS = {"number": 1, "repeat": 1, "warmup_time": 0, "rounds": 1}
 
-    ``asv check`` proves that every benchmark imports and is well formed; the pass
-    (``asv run --python=same --quick --dry-run --show-stderr``, with ``MMPERF_BENCH_QUICK=1`` so
-    the in-process ratio benchmarks use their smallest budget) that each one runs. Both asv's
-    exit status and the ``failed`` markers in its output are checked, since a failed benchmark
-    is only a word in a table: any failure exits 2.
+
+@dataclass
+class QuickPass:
+    """What :func:`quick_pass` ran: benchmark ids that ran, were skipped (``NotImplementedError``
+    in ``setup``: a combination this host cannot run) and failed (id and traceback)."""
+
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def benchmark_ids(benchmark: Any) -> list[str]:
+    """asv's ids of one benchmark: ``name-i`` for each parameter combination, else ``name``."""
+    if not benchmark.params:
+        return [benchmark.name]
+    count = len(list(itertools.product(*benchmark.params)))
+    return [f"{benchmark.name}-{index}" for index in range(count)]
+
+
+def _run_once(root: str, bench_id: str, timeout: float) -> bool:
+    """setup, one run and teardown of one benchmark id with asv's quick settings, as asv's
+    benchmark process does (asv_runner.run); False when ``setup`` skipped it. A run longer
+    than the benchmark's asv ``timeout`` raises ``TimeoutError``."""
+    from asv_runner.benchmarks.mark import SkipNotImplemented
+    from asv_runner.discovery import get_benchmark_from_name
+
+    benchmark = get_benchmark_from_name(root, bench_id, extra_params=QUICK_PARAMS)
+    benchmark.set_cache(None)
+
+    def overran(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"{bench_id} ran past its asv timeout of {timeout:g} s")
+
+    previous = signal.signal(signal.SIGALRM, overran)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # asv_runner's "asv: skipped" lines
+            if benchmark.do_setup():
+                return False
+            try:
+                benchmark.do_run()
+            except SkipNotImplemented:
+                return False
+            finally:
+                benchmark.do_teardown()
+        return True
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def quick_pass(benchmark_dir: Path, selection: str | None = None,
+               timeout: float = 120.0) -> QuickPass:
+    """Every benchmark at every parameter combination once, in this process, through asv's own
+    runner (``asv_runner``: the discovery, ``setup``, run and ``teardown`` that ``asv run
+    --quick`` does in one forked process per benchmark). One process, because each fork of
+    asv's server pays torch's first-call costs again: the pass is about whether the
+    benchmarks run, not what they cost. ``selection``: a regex on benchmark names, as ``-b``."""
+    from asv_runner.discovery import disc_benchmarks
+
+    result = QuickPass()
+    pattern = re.compile(selection) if selection else None
+    if str(benchmark_dir.parent) not in sys.path:  # as asv's benchmark process sets it up
+        sys.path.insert(0, str(benchmark_dir.parent))
+    for benchmark in disc_benchmarks(str(benchmark_dir)):
+        if pattern is not None and not pattern.search(benchmark.name):
+            continue
+        started = time.monotonic()
+        before = (len(result.ran), len(result.skipped), len(result.failed))
+        limit = float(getattr(benchmark, "timeout", None) or timeout)
+        for bench_id in benchmark_ids(benchmark):
+            try:
+                ran = _run_once(str(benchmark_dir), bench_id, limit)
+            except Exception:  # a failing benchmark is the finding, whatever it raised
+                result.failed.append((bench_id, traceback.format_exc()))
+                continue
+            (result.ran if ran else result.skipped).append(bench_id)
+        ran, skipped, failed = (len(result.ran) - before[0], len(result.skipped) - before[1],
+                                len(result.failed) - before[2])
+        state = "failed" if failed else "ok"
+        print(f"{benchmark.name:<70} {state:<6} {ran} ran, {skipped} n/a"
+              f"{f', {failed} failed' if failed else ''} ({time.monotonic() - started:.1f} s)",
+              flush=True)
+    return result
+
+
+def check(bench: str | None, config: Path) -> int:
+    """``asv check`` + :func:`quick_pass` in the current environment; the exit status.
+
+    ``asv check`` proves that asv imports the suite with this configuration and that every
+    benchmark is well formed; the quick pass (``MMPERF_BENCH_QUICK=1``: smoke-sized cases and
+    the ratio benchmarks' smallest budget) that each one runs at every parameter combination.
+    Any failure exits 2 and prints the benchmark's traceback.
     """
     asv = asv_command()
     cwd = config.parent
     ensure_machine(asv, config)
-    env = dict(os.environ, **{QUICK_ENV: "1"})
-    selection = ["-b", bench] if bench else []
-    rc, out = run_streaming([*asv, "--config", str(config), "check", "--python=same"], cwd, env)
+    rc, out = run_streaming([*asv, "--config", str(config), "check", "--python=same"], cwd)
     if rc != 0 or "Traceback" in out:
         print(f"\nperf-gate --check FAIL: asv check exited {rc}: the suite does not import or a "
               "benchmark is malformed (see above)", flush=True)
         return EXIT_ERROR
+    from asv.config import Config  # asv's reader: asv.conf.json may hold // comments
+
+    settings = Config.load(str(config))
+    benchmark_dir = cwd / settings.benchmark_dir
+    timeout = float(settings.default_benchmark_timeout)
+    previous = os.environ.get(QUICK_ENV)
+    os.environ[QUICK_ENV] = "1"
     started = time.monotonic()
-    rc, out = run_streaming(
-        [*asv, "--config", str(config), "run", "--python=same", "--quick", "--dry-run",
-         "--show-stderr", *selection], cwd, env)
+    try:
+        result = quick_pass(benchmark_dir, bench, timeout)
+    finally:
+        if previous is None:
+            os.environ.pop(QUICK_ENV, None)
+        else:
+            os.environ[QUICK_ENV] = previous
     took = time.monotonic() - started
-    failed = failed_in_run_output(out)
-    if rc != 0 or failed or "Importing benchmark suite failed" in out:
-        detail = "; ".join(failed) if failed else f"asv run exited {rc}"
-        print(f"\nperf-gate --check FAIL ({took:.0f} s): {detail}", flush=True)
+    for bench_id, trace in result.failed:
+        print(f"\n--- {bench_id} failed:\n{trace}", flush=True)
+    if result.failed:
+        names = ", ".join(bench_id for bench_id, _ in result.failed)
+        print(f"\nperf-gate --check FAIL ({took:.0f} s): {len(result.failed)} benchmark "
+              f"run(s) failed: {names}", flush=True)
         return EXIT_ERROR
-    print(f"\nperf-gate --check PASS: suite imports, every benchmark ran once ({took:.0f} s)",
-          flush=True)
+    if not result.ran:
+        print(f"\nperf-gate --check FAIL: no benchmark ran (selection {bench!r})", flush=True)
+        return EXIT_ERROR
+    print(f"\nperf-gate --check PASS: suite imports, every benchmark ran once ("
+          f"{len(result.ran)} parameter combinations ran, {len(result.skipped)} n/a on this host; "
+          f"{took:.0f} s)", flush=True)
     return EXIT_OK
 
 
