@@ -122,23 +122,6 @@ def test_counted(mmperf_guard):
     run.stdout.fnmatch_lines(["*test_counted PASSED*"])
 
 
-def test_xdist_skips_timing_guards_and_runs_counter_guards(pytester: pytest.Pytester) -> None:
-    pytest.importorskip("xdist")
-    pytester.makepyfile(WORK + """
-def test_timed(mmperf_guard):
-    mmperf_guard.faster(work(1), work(4), at_least=1.5)
-
-def test_counted(mmperf_guard):
-    mmperf_guard.max_ops(work(3), {"add": 75})
-""")
-    run = pytester.runpytest("-p", "xdist", "-n", "2", "-rs")
-    run.assert_outcomes(passed=1, skipped=1)
-    run.stdout.fnmatch_lines(
-        ["*faster(): timing guards and report families are skipped under pytest-xdist: "
-         "parallel workers distort timing (run them with -n 0)*"]
-    )
-
-
 # Helpers that call timing guards, in the test module and in a conftest: collection must see them.
 HELPER_CONFTEST = CONFTEST + """
 

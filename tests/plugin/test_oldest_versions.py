@@ -44,6 +44,8 @@ import importlib.util
 import pytest
 import torch
 
+from pytest_mmperf import GuardFailure  # noqa: F401  (public names load from the wheel)
+
 X = torch.randn(4096)
 
 

@@ -68,7 +68,8 @@ def test_xdist_run_updates_every_snapshot_and_reports_every_guard(
     update = pytester.runpytest_subprocess("-n", "2", "--mmperf-update-snapshots", "-rs", *ARGS)
     update.assert_outcomes(passed=7, skipped=2)
     update.stdout.fnmatch_lines_random([
-        "*faster(): timing guards and report families are skipped under pytest-xdist*",
+        "*faster(): timing guards and report families are skipped under pytest-xdist: "
+        "parallel workers distort timing (run them with -n 0)*",
         "*family(adds: b vs a): timing guards and report families are skipped under "
         "pytest-xdist*",
     ])
