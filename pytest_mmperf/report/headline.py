@@ -42,14 +42,21 @@ class FamilyAnswer:
         return f"{self.fastest}: " + ", ".join(f"{s} {100 * share:.0f} %"
                                                 for s, share in self.stages)
 
-    def text(self) -> str:
+    def speedup_text(self) -> tuple[str, str] | None:
+        """The speedup over the baseline and its interval as both renderers print them, e.g.
+        ``("2.50x", " [2.10, 2.90]")`` (``""`` for the interval without a real one); ``None`` where
+        the baseline itself is the fastest."""
         if self.fastest == self.baseline:
+            return None
+        interval = format_interval(self.speedup_ci)
+        return f"{format_number(self.speedup)}x", f" {interval}" if interval else ""
+
+    def text(self) -> str:
+        speedup = self.speedup_text()
+        if speedup is None:
             speed = f"fastest {self.fastest} (the baseline)"
         else:
-            interval = format_interval(self.speedup_ci)
-            interval = f" {interval}" if interval else ""
-            speed = (f"fastest {self.fastest}, {format_number(self.speedup)}x{interval} over "
-                     f"{self.baseline}")
+            speed = f"fastest {self.fastest}, {''.join(speedup)} over {self.baseline}"
         parts = [speed, f"bottleneck {self.bottleneck()}"]
         if self.peak_fraction is not None:
             parts.append(f"{100 * self.peak_fraction:.1f} % of peak ({self.peak_unit})")

@@ -340,12 +340,12 @@ def _summary_list(figures: Sequence[Mapping[str, Any]]) -> str:
         return ""
     items = []
     for a in answers:
-        if a.fastest == a.baseline:
+        speedup = a.speedup_text()
+        if speedup is None:
             speed = f"<b>{_e(a.fastest)}</b> (the baseline) is fastest"
         else:
-            interval = format_interval(a.speedup_ci)
-            interval = f" {_e(interval)}" if interval else ""
-            speed = (f"<b>{_e(a.fastest)}</b>: <b>{_e(format_number(a.speedup))}x</b>{interval} "
+            factor, interval = speedup
+            speed = (f"<b>{_e(a.fastest)}</b>: <b>{_e(factor)}</b>{_e(interval)} "
                      f"over {_e(a.baseline)}")
         peak = ("" if a.peak_fraction is None else
                 f"; {_e(f'{100 * a.peak_fraction:.1f}')} % of peak ({_e(a.peak_unit or '')})")

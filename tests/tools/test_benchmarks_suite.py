@@ -21,17 +21,8 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks import asv_base, inputs, ratios
-from benchmarks.cases import (
-    ATTENTION_CASES,
-    LOADER_CASES,
-    LONG_CASES,
-    PREPROCESS_CASES,
-    AttentionCase,
-    LoaderCase,
-    LongSequenceCase,
-    PreprocessCase,
-)
+from benchmarks import asv_base, cases, inputs, ratios
+from benchmarks.cases import AttentionCase, LoaderCase, LongSequenceCase, PreprocessCase
 from benchmarks.inputs import Workload
 from benchmarks.training_cases import TRAINING_CASES
 
@@ -39,10 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 import perf_gate  # noqa: E402
 
-REGISTRIES: dict[str, dict[str, Any]] = {
-    "ATTENTION_CASES": ATTENTION_CASES, "LONG_CASES": LONG_CASES,
-    "PREPROCESS_CASES": PREPROCESS_CASES, "LOADER_CASES": LOADER_CASES,
-}
+# Every registry of benchmarks/cases.py (ATTENTION_CASES, LONG_CASES, PREPROCESS_CASES, ...).
+REGISTRIES: dict[str, dict[str, Any]] = {name: registry for name, registry in vars(cases).items()
+                                         if name.endswith("_CASES")}
 SMALL_ATTN = AttentionCase("t-attn", batch_size=2, text_tokens=8, image_tokens=16, dim=32,
                            heads=4)
 SMALL_LONG = LongSequenceCase("t-long", tokens=64, text_tokens=8, dim=32, heads=4, window=256)
@@ -65,9 +55,9 @@ def _all_params() -> dict[str, list[list[str]]]:
 
 @pytest.mark.parametrize("registry", sorted(REGISTRIES))
 def test_registry_keys_are_case_names(registry: str) -> None:
-    cases = REGISTRIES[registry]
-    assert cases, f"{registry} is empty"
-    for key, case in cases.items():
+    found = REGISTRIES[registry]
+    assert found, f"{registry} is empty"
+    for key, case in found.items():
         assert key == case.name
         assert dataclasses.is_dataclass(case) and case.__dataclass_params__.frozen  # type: ignore
 
@@ -239,7 +229,7 @@ def test_bf16_without_native_support_is_not_implemented(monkeypatch: pytest.Monk
 
 def test_excluded_combination_is_not_implemented() -> None:
     with pytest.raises(NotImplementedError, match="excluded"):
-        ATTENTION_CASES["clip-b4"].build("mha", "bfloat16", "cpu")
+        cases.ATTENTION_CASES["clip-b4"].build("mha", "bfloat16", "cpu")
 
 
 @pytest.mark.parametrize(("args", "match"), [
@@ -406,8 +396,8 @@ def test_suite_refuses_to_benchmark_the_checkout(monkeypatch: pytest.MonkeyPatch
 
 def test_quick_pass_shrinks_only_the_costly_cases(monkeypatch: pytest.MonkeyPatch) -> None:
     training = TRAINING_CASES["clip-tiny-b32"]
-    long_case = LONG_CASES["joint-4096"]
-    pre = PREPROCESS_CASES["varied16"]
+    long_case = cases.LONG_CASES["joint-4096"]
+    pre = cases.PREPROCESS_CASES["varied16"]
     monkeypatch.delenv(ratios.QUICK_ENV, raising=False)
     assert asv_base.quick_case(training) is training and asv_base.quick_case(long_case) is long_case
     monkeypatch.setenv(ratios.QUICK_ENV, "1")

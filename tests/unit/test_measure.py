@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -41,6 +44,21 @@ class FakeClock:
             if log is not None:
                 log.append(tag)
         return fn
+
+
+@contextmanager
+def unrelated_burner(settle_s: float) -> Iterator[None]:
+    """A process that burns one core and is no child of this one: started through a shell that
+    exits, so init adopts it. Waits ``settle_s`` for it to get going; killed on exit."""
+    shell = subprocess.run(["sh", "-c", f"'{sys.executable}' -c 'while True: pass' "
+                            ">/dev/null 2>&1 & echo $!"], capture_output=True, text=True,
+                           check=True)
+    stranger = int(shell.stdout.strip())
+    try:
+        time.sleep(settle_s)
+        yield
+    finally:
+        os.kill(stranger, signal.SIGKILL)
 
 
 @pytest.mark.parametrize(("cost", "expected"), [(1e-3, 20), (0.03, 1), (1e-6, 20_000), (7e-3, 3)])
@@ -165,8 +183,6 @@ def test_pair_samples_record_the_cores_other_processes_kept_busy() -> None:
     """time_pair reads how many cores other processes used while it measured: about none while
     only this process spins, about one while an unrelated process burns a core; a process of
     its own (a child, like a DataLoader worker) is part of the measured work, not "other"."""
-    import signal
-
     def spin() -> None:
         end = time.perf_counter() + 0.001
         while time.perf_counter() < end:
@@ -179,16 +195,8 @@ def test_pair_samples_record_the_cores_other_processes_kept_busy() -> None:
         return samples.other_cpu_cores
 
     alone = measure()
-    # An unrelated burner: started through a shell that exits, so init adopts it.
-    shell = subprocess.run(["sh", "-c", f"'{sys.executable}' -c 'while True: pass' "
-                            ">/dev/null 2>&1 & echo $!"], capture_output=True, text=True,
-                           check=True)
-    stranger = int(shell.stdout.strip())
-    try:
-        time.sleep(0.1)
+    with unrelated_burner(settle_s=0.1):
         loaded = measure()
-    finally:
-        os.kill(stranger, signal.SIGKILL)
     child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.1)
@@ -278,17 +286,10 @@ def test_auto_threads_leave_out_the_core_another_process_keeps_busy() -> None:
     def work() -> None:
         a @ a
 
-    shell = subprocess.run(["sh", "-c", f"'{sys.executable}' -c 'while True: pass' "
-                            ">/dev/null 2>&1 & echo $!"], capture_output=True, text=True,
-                           check=True)
-    stranger = int(shell.stdout.strip())
-    try:
-        time.sleep(0.2)
+    with unrelated_burner(settle_s=0.2):
         samples = time_pair(work, work, budget_s=0.2, min_blocks=3, threads="auto",
                             warmup_s=0.2)
-    finally:
-        os.kill(stranger, 9)
-    # The burner shares two cores with the warm-up's own two threads: it gets 0.57-0.9 of one.
+    # The burner shares two cores with the warm-up's own two threads: it gets only part of one.
     busy = samples.warmup_other_cpu_cores
     assert busy is not None and busy > contention.BUSY_CORE_SLACK, busy
     assert samples.threads < torch.get_num_threads()
