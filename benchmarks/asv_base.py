@@ -23,10 +23,10 @@ from .ratios import counters, interleaved_ratio, quick_mode
 from .training_cases import TrainingCase
 
 # torch intra-op threads in asv benchmark processes. One, because on a shared 2-core machine
-# two OpenMP threads wait on each other whenever another job holds a core: measured here under
-# load ~3.5, the naive preprocessing loop took 71-80 ms (median) with 1 thread and 455-524 ms
-# with 2, with max/min 1.2-1.4 against ~4; cross-attention 86-113 ms against 202-219 ms. A
-# fixed count also makes thread-dependent counters (SDPA's per-thread buffers) host-independent.
+# two OpenMP threads wait on each other whenever another job holds a core, which slows a
+# two-thread run and makes it far less steady (docs/measurements.md#between-process-noise,
+# docs/measurements.md#busy-runner). A fixed count also makes thread-dependent counters (SDPA's
+# per-thread buffers) host-independent.
 THREADS_ENV = "MMPERF_BENCH_THREADS"
 
 
@@ -135,7 +135,7 @@ def quick_case(case: Any) -> Any:
     """``case`` itself, or under ``MMPERF_BENCH_QUICK`` (the smoke pass of ``make test``) the same
     case at a smoke size: training steps at batch 4, long sequences at 1024 tokens (still 4
     windows of 256). That pass checks that every benchmark and parameter runs, not what it costs;
-    the two kinds took 63 of its 85 s at full size."""
+    at full size the two kinds took most of its time."""
     if not quick_mode():
         return case
     if isinstance(case, TrainingCase):

@@ -23,8 +23,9 @@ from __future__ import annotations
 from typing import Any
 
 # Imported here, not lazily, so that asv's fork server imports them once for all benchmark
-# processes: the first op counted under a TorchDispatchMode imports torch._dynamo (~3 s here),
-# which would otherwise be paid again in every forked benchmark process.
+# processes: the first op counted under a TorchDispatchMode imports torch._dynamo (seconds of
+# imports, docs/measurements.md#worker-start-up), which would otherwise be paid again in every
+# forked benchmark process.
 import torch._dynamo  # noqa: F401
 
 import pytest_mmperf.counting.counters  # noqa: F401
@@ -59,7 +60,7 @@ class CrossAttentionForward(_CaseBenchmark):
     registry = ATTENTION_CASES
     params = case_params(ATTENTION_IMPLS, ATTENTION_CASES, dtypes=DTYPES)
     param_names = ["impl", "dtype", "device", "case"]
-    number = 1  # one call per sample: 20-400 ms each here
+    number = 1  # one call per sample: each is long next to the timer's resolution
     # Four rounds (four fresh processes per commit, interleaved with the other commit's) of
     # 2-4 samples: other jobs' load comes and goes within minutes, so spreading a commit's
     # samples over four windows matters more than taking many in one (8+ samples per commit
@@ -110,9 +111,10 @@ class LongSequenceAttention(_CaseBenchmark):
     registry = LONG_CASES
     params = case_params(LONG_IMPLS, LONG_CASES)
     number = 1
-    # Explicit attention takes 1.2-3.5 s per call at 4096 tokens here (load-dependent): one to
-    # three samples in each of four rounds, no separate warm-up call (these kernels need no lazy
-    # initialisation; a process's first call is within the spread of the later ones).
+    # Explicit attention at 4096 tokens takes long per call, longer under load
+    # (docs/reference-results.md): one to three samples in each of four rounds, no separate
+    # warm-up call (these kernels need no lazy initialisation; a process's first call is within
+    # the spread of the later ones).
     rounds = 4
     repeat = (1, 3, 2.0)
     warmup_time = 0.0
@@ -139,7 +141,8 @@ class LongSequenceRatio(_RatioBenchmark):
     registry = LONG_CASES
     baseline_impl = LONG_BASELINE
     params = case_params(LONG_IMPLS, LONG_CASES, exclude=[LONG_BASELINE])
-    # >= 1 s per math call: three rounds after the warm-up give a stable median.
+    # Explicit math calls are long (LongSequenceAttention): three rounds after the warm-up give
+    # a stable median.
     ratio_options = {"budget_s": 3.0, "min_blocks": 3}
     timeout = 180
 

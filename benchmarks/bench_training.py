@@ -57,7 +57,7 @@ class TrainingStep(_CaseBenchmark):
     registry = STEP_CASES
     params = case_params(TRAIN_IMPLS, STEP_CASES, dtypes=TRAIN_DTYPES)
     param_names = ["impl", "dtype", "device", "case"]
-    number = 1  # 0.03-1 s per step here
+    number = 1  # a step is long next to the timer's resolution: one per sample
     rounds = 4
     repeat = (2, 4, 1.0)
     warmup_time = 0.0  # setup makes the warm-up steps

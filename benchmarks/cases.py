@@ -236,7 +236,7 @@ class AttentionCase:
 
 _MHA_BF16 = ("mha", "bfloat16",
              "nn.MultiheadAttention's function leaves its fused path under bf16 autocast on CPU "
-             "(~1.4 s against 0.02 s for sdpa here): too slow to time per commit")
+             "(far slower than sdpa): too slow to time per commit")
 
 ATTENTION_CASES: dict[str, AttentionCase] = {
     # CLIP ViT-L/14 @ 336 px image tokens (577) and CLIP text (77), D=768, 12 heads.
@@ -297,6 +297,7 @@ class LongSequenceCase:
 
 LONG_CASES: dict[str, LongSequenceCase] = {
     # 4096 joint tokens: where the window (256) is small next to N, so O(N·w) vs O(N²) shows.
-    # (At 2048 sparse and fused dense were within 1.5x here: not worth a second case per commit.)
+    # (At 2048 tokens sparse and fused dense come close, docs/regression-suite.md: not worth a
+    # second case per commit.)
     "joint-4096": LongSequenceCase("joint-4096", tokens=4096),
 }

@@ -35,7 +35,7 @@ def interleaved_ratio(candidate: Workload, baseline: Workload, *, budget_s: floa
                          f"{baseline.device}; a ratio needs one device")
     if quick_mode():
         # Smoke run: one synchronised call of each side proves the pair runs (time_pair would
-        # add two warm-up and one calibration call per side: ~10 s for explicit 4096 attention).
+        # add two warm-up and one calibration call per side, each as slow as the timed ones).
         timer = BlockTimer(candidate.device)
         return timer(candidate.fn, 1) / max(timer(baseline.fn, 1), 1e-12)
     samples = time_pair(candidate.fn, baseline.fn, candidate.device, budget_s=budget_s,

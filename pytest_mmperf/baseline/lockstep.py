@@ -42,8 +42,8 @@ SIDES = ("head", "rev")
 CONTENTION_SAMPLE_S = 0.2
 # Before a block of the other side: the side that just measured keeps its OpenMP threads
 # spinning for a few milliseconds (libgomp's default wait policy), which slowed the next
-# side's block by 40 %; and the first call of a block after the other side's refills caches,
-# so it runs untimed (docs/measurements.md#lockstep).
+# side's block; and the first call of a block after the other side's refills caches, so it
+# runs untimed (docs/measurements.md#lockstep).
 SWITCH_GAP_S = 0.01
 
 

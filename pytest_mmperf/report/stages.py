@@ -258,7 +258,7 @@ def central_calls(totals: list[float]) -> list[int]:
 
     A breakdown is compared with direct timing, which is quoted as a median: the mean of all
     calls would let one preempted call (an OpenMP barrier waiting for a descheduled thread costs
-    a scheduler quantum, 4-16 ms) dominate a stage of a few milliseconds.
+    a scheduler quantum) dominate a stage of a few milliseconds.
     """
     n = len(totals)
     trim = (n - 1) // 2 if n <= 4 else n // 3

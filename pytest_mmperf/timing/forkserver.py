@@ -32,8 +32,9 @@ from typing import IO, Any
 PRELOAD = ("pytest", "torch", "pytest_mmperf.plugin", "pytest_mmperf.glue.guard_fixture",
            "pytest_mmperf.counting.counters", "pytest_mmperf.timing.measure")
 # Imported too when the session that starts the server has imported them (its tests will
-# again): importing torchvision alone takes ~2.8 s (it imports torch._dynamo) and starts no
-# thread, so every worker would otherwise pay it again; a session without it pays nothing.
+# again): importing torchvision alone takes seconds (it imports torch._dynamo;
+# docs/measurements.md#worker-start-up) and starts no thread, so every worker would otherwise
+# pay it again; a session without it pays nothing.
 PRELOAD_IF_IMPORTED = ("numpy", "PIL.Image", "torchvision", "torchvision.transforms.v2")
 START_TIMEOUT_S = 120.0
 
@@ -234,7 +235,7 @@ def _child(request: Mapping[str, Any]) -> int:
 
 def _pytest_plugin_modules() -> list[str]:
     """The modules of pytest's own plugins and of installed ``pytest11`` entry points, which
-    every worker's ``pytest.main`` imports (~0.3 s).
+    every worker's ``pytest.main`` imports (docs/measurements.md#worker-start-up).
 
     pytest lists its own plugins only in the private ``_pytest.config.default_plugins``; this
     function alone reads it. Should a pytest release drop it, the server preloads the entry

@@ -41,7 +41,8 @@ SINGLE_PROCESS_TAU = 0.15
 # load one process's ratio of identical work was seen far off: docs/measurements.md#busy-runner).
 # Busier, or unknown: pool workers as for any close ratio.
 QUIET_OTHER_CPU_CORES = 0.25
-# Page faults per call worth a line in the guard's message (4 MiB of fresh pages, ~1 ms).
+# Page faults per call worth a line in the guard's message (4 MiB of fresh 4 KiB pages; what
+# faults cost: docs/page-faults.md).
 NOTABLE_FAULTS_PER_CALL = 1000
 # How to get a clear decision, in GuardSettings terms (the pytest glue passes its options instead).
 HOW_TO_DECIDE = "raise GuardSettings budget_s / processes for a clear decision"

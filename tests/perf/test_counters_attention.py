@@ -24,7 +24,7 @@ DENSE = ("math", "sdpa", "mha")
 LINEAR_MAX = 1.15
 QUADRATIC_MIN = 1.7
 # The blocked kernel computes whole (block x block) tiles at the window edges: at w = block it
-# does ~1.35x the useful pairs measured here; more would mean it stopped skipping far blocks.
+# counts ~1.35x the useful pairs' FLOPs; more would mean it stopped skipping far blocks.
 SPARSE_OVERHEAD = 1.5
 
 

@@ -144,8 +144,8 @@ def test_preprocess_snapshot(snapshot: Any, images_of: Any, impl: str) -> None:
 
 def test_fast_loader_starts_no_worker_process() -> None:
     """The fast loader's default path decodes on a thread pool: an epoch starts no process (the
-    DataLoader-worker path pickles every chunk through shared memory, which under load made it
-    1.5x slower; on a quiet 2-core machine the two differ by ~6 %, too little to time)."""
+    DataLoader-worker path pickles every chunk through shared memory, which makes it slower
+    under load; on a quiet machine the two differ too little to time: docs/regression-suite.md)."""
     import multiprocessing
 
     from benchmarks.cases import LOADER_CASES

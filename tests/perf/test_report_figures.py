@@ -127,9 +127,10 @@ def test_family_preprocessing(mmperf_report: Any, plan: Plan) -> None:
 
     case = plan.preprocess
     works = {impl: case.build(impl) for impl in ("naive", "seed", "batched")}
-    # The limit of this work is its antialiased resize (97 % of the batched pipeline's time),
-    # which is compute-bound: the roofline is that kernel at its best on the same input sizes
-    # (one contiguous uint8 batch per size, all threads), not a memory copy.
+    # The limit of this work is its antialiased resize (most of the batched pipeline's time:
+    # docs/reference-results.md), which is compute-bound: the roofline is that kernel at its
+    # best on the same input sizes (one contiguous uint8 batch per size, all threads), not a
+    # memory copy.
     roofline = resize_roofline(_image_sizes(case.images()), 224)
     family = mmperf_report.family(
         "preprocessing", {impl: work.fn for impl, work in works.items()}, baseline="naive",

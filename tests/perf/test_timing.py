@@ -173,8 +173,8 @@ def test_fast_loader_faster_than_seed_dataloader(mmperf_guard: Any,
 def test_thread_loader_not_slower_than_process_loader(mmperf_guard: Any) -> None:
     """The fast loader's default thread pool (decode and resize run outside the GIL) against
     the same work in DataLoader worker processes (shared memory, pickling, a process wake-up per
-    chunk): not slower (1.06x measured on a quiet machine, 1.56x under load). A loader back on
-    worker processes is caught by a counter guard (test_counters_preprocess.py)."""
+    chunk): not slower (the ratios measured quiet and under load: docs/regression-suite.md). A
+    loader back on worker processes is caught by a counter guard (test_counters_preprocess.py)."""
     from reference.preprocess import make_fast_loader
 
     case = LOADER_CASES["jpeg16"]

@@ -237,10 +237,11 @@ def loader_steps() -> Iterator[tuple[Workload, Workload]]:
 def test_fast_loader_and_steps_not_slower_than_seed_loader(mmperf_guard: Any,
                                                   loader_steps: tuple[Workload, Workload]) -> None:
     """Same model, same steps: the loops differ only by the data wait and by the cores the
-    loaders' workers take from the step. Pooled speedups of 1.35x and 0.99x in two runs here
-    (per process 0.69-1.52x): a ``faster`` guard decided by the point estimate failed half the
-    time on the shared machine, so this guards "not slower" (a fast loader that lost its
-    reduced decode or its workers is 1.6-2x slower) and the report shows the stall fractions."""
+    loaders' workers take from the step. The pooled speedup moved between runs from none to a
+    clear one (docs/regression-suite.md): a ``faster`` guard decided by the point estimate
+    failed half the time on the shared machine, so this guards "not slower" (a fast loader that
+    lost its reduced decode or its workers is clearly slower) and the report shows the stall
+    fractions."""
     fast, seed = loader_steps
     mmperf_guard.not_slower(fast, seed, tolerance=LOADER_TOLERANCE, inference_mode=False,
                             name="fast loader + steps vs seed DataLoader + steps")

@@ -32,8 +32,9 @@ PLUGIN_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "pytest_mmperf")
 @pytest.fixture(autouse=True)
 def _no_gc_per_inner_config(monkeypatch: pytest.MonkeyPatch) -> None:
     """pytest collects garbage when each inner config ends (to surface unraisable exceptions);
-    with torch loaded that is ~0.16 s a call, ~0.3 s a test here. pytester already turns it
-    off for its in-process runs; this does the same for the configs tests build themselves."""
+    with torch loaded that is a full collection of a large heap, twice a test. pytester already
+    turns it off for its in-process runs; this does the same for the configs tests build
+    themselves."""
     from _pytest import unraisableexception
 
     monkeypatch.setattr(unraisableexception, "gc_collect_harder", lambda iterations: None)

@@ -2,7 +2,7 @@
 the seed's DataLoader, the fast loader's reduced-size decode (PSNR against the naive full decode),
 chunked batches across workers, options, profiler labels, and corrupt files named by path.
 
-6 JPEGs of 500-1200 px; worker processes only where they are the point (they fork in ~0.3 s).
+6 JPEGs of 500-1200 px; worker processes only where they are the point (each costs a fork).
 """
 
 from __future__ import annotations

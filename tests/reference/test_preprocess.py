@@ -66,7 +66,7 @@ def test_naive_is_the_seed_pipeline(mmperf_batch: ImageTextBatch) -> None:
 
 def test_seed_optimized_transform_equals_naive_on_pil(mmperf_batch: ImageTextBatch) -> None:
     # The seed's "optimised" transform only drops antialias=True, which v1 Resize ignores for
-    # PIL images: the same numbers, hence no in-memory gain (the benchmarks show ~1.0x).
+    # PIL images: the same numbers, hence no in-memory gain (docs/reference-results.md).
     seed_opt = SeedOptimizedPreprocessor()
     assert "antialias=True" in repr(NaivePreprocessor().transform.transforms[0])
     assert torch.equal(seed_opt(mmperf_batch.images), NaivePreprocessor()(mmperf_batch.images))
@@ -405,8 +405,9 @@ def test_batched_matches_naive_on_edge_sizes(side: int) -> None:
 
 
 def test_stage_labels_cost_nothing_unprofiled_and_appear_under_a_profiler() -> None:
-    """Without a profiler a stage is a no-op context (an idle record_function costs ~5 us per
-    label, 4 % of an 8-image batch); under one, the label is recorded on the profiled thread."""
+    """Without a profiler a stage is a no-op context (an idle record_function is not free:
+    docs/preprocessing.md#stage-labels); under one, the label is recorded on the profiled
+    thread."""
     from contextlib import nullcontext
 
     from torch.profiler import ProfilerActivity, profile

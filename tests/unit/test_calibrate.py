@@ -34,9 +34,9 @@ RUN = 0.1
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
     """Measure with one intra-op thread. On a 2-core machine whose cores are busy with other
-    processes, a 2-thread OpenMP matmul waits at barriers for a descheduled thread (measured
-    here: n=256 at 1-9 GFLOP/s with 2 threads, 16-156 with 1), which would make the comparisons
-    below depend on the neighbours' load rather than on the code."""
+    processes, a 2-thread OpenMP matmul waits at barriers for a descheduled thread and runs
+    far slower than with one (docs/measurements.md#busy-runner), which would make the
+    comparisons below depend on the neighbours' load rather than on the code."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     calibrate.clear_cache()
@@ -199,7 +199,7 @@ def test_roofline_flags_name_the_largest_stage() -> None:
 def test_resize_roofline_is_the_kernel_at_its_best() -> None:
     """The resize limit: torch's uint8 antialiased kernel on one contiguous batch per input
     size, outputs preallocated; at least as fast as resizing the same images one call each in
-    the plain contiguous (3, H, W) layout with a fresh output (3x slower here)."""
+    the plain contiguous (3, H, W) layout with a fresh output (slower)."""
     sizes = [(120, 160)] * 4 + [(96, 128)] * 2
     roofline = resize_roofline(sizes, 64)
     assert roofline.name == RESIZE_ROOFLINE_NAME and roofline.unit == "images"

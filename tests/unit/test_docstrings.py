@@ -1,14 +1,19 @@
 """Docstrings say what and why; measurements live in docs/, dated and naming the machine.
 
 A module docstring is a few lines (what the module is for, the one or two reasons for its design);
-details go to function docstrings or docs/. No source file names a CPU model: a figure measured on
-one machine is wrong on the next, so it belongs in docs/ (docs/measurements.md) with its date.
+details go to function docstrings or docs/. No source file names a CPU model, and no comment or
+docstring quotes a time or a ratio measured on this machine: a figure measured on one machine is
+wrong on the next, so it belongs in docs/ (docs/measurements.md) with its date, and the code links
+there.
 """
 
 from __future__ import annotations
 
 import ast
+import io
 import re
+import tokenize
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +34,24 @@ CPU_MODEL = re.compile(
     re.IGNORECASE,
 )
 
+# A figure measured on a machine: a time or a rate ("71-80 ms", "~3 s", "1-9 GFLOP/s") near a word
+# that places it on a machine ("here", "took", "measured on", "under load", "2-core"), a ratio
+# ("1.5x", "6 %") near such a word other than a core count, or an approximate ratio ("~6 %") near
+# any. Budgets and limits ("at most 120 s"), definitions ("0.10 = 10 %"), designed workloads
+# ("calls of 20 ms"), examples in backticks or quotes, and "a step takes well under a second" are
+# not figures of a machine.
+_NUMBER = r"(?<![\w.])~?\d+(?:\.\d+)?(?:\s?[-–]\s?\d+(?:\.\d+)?)?\s?"
+MEASURED_TIME = re.compile(_NUMBER + r"(?:ns|us|µs|ms|s|sec|seconds?|minutes?|[GMT]FLOP/s"
+                           r"|[GMK]i?B/s)(?!\w)")
+MEASURED_RATIO = re.compile(_NUMBER + r"(?:%|x\b|×)")
+_ON_A_MACHINE = r"here|took|measured (?:here|on|under|at)|on this machine|under load|load-dependent"
+MACHINE_WORD = re.compile(rf"(?<![\w-])(?:{_ON_A_MACHINE}|\d+-core)\b", re.IGNORECASE)
+RATIO_MACHINE_WORD = re.compile(rf"(?<![\w-])(?:{_ON_A_MACHINE})\b", re.IGNORECASE)
+BOUND = re.compile(r"(?:\b(?:at most|at least|under|within|up to|below|above|over|budget"
+                   r"|limit|timeout|goal)\W*|=\s*)$", re.IGNORECASE)
+NEAR_CHARS = 80  # how far from the figure the placing word may stand, in its sentence
+_LITERAL = re.compile(r"``.*?``|`[^`]*`|\"[^\"]*\"", re.DOTALL)
+_SENTENCE_END = re.compile(r"(?<=[.;!?])\s+")
 
 
 def _sources() -> list[Path]:
@@ -54,6 +77,57 @@ def _cpu_models(path: Path) -> list[str]:
         if match:
             found.append(f"{_rel(path)}:{number}: {match.group(0)!r} in {line.strip()[:90]!r}")
     return found
+
+
+def _comments_and_docstrings(source: str) -> Iterator[tuple[int, str]]:
+    """(first line, text) of every docstring and of every block of consecutive comment lines."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node, clean=False)
+            if doc:
+                yield node.body[0].lineno, doc
+    block: list[str] = []
+    start = last = 0
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type != tokenize.COMMENT:
+            continue
+        if block and token.start[0] != last + 1:
+            yield start, " ".join(block)
+            block = []
+        if not block:
+            start = token.start[0]
+        block.append(token.string.lstrip("#").strip())
+        last = token.start[0]
+    if block:
+        yield start, " ".join(block)
+
+
+def _near(sentence: str, figure: re.Pattern[str], words: re.Pattern[str],
+          approximate_only: bool = False) -> bool:
+    for match in figure.finditer(sentence):
+        if approximate_only and not match.group(0).startswith("~"):
+            continue
+        if BOUND.search(sentence[:match.start()]):
+            continue
+        if words.search(sentence[max(0, match.start() - NEAR_CHARS):match.end() + NEAR_CHARS]):
+            return True
+    return False
+
+
+def machine_timings(text: str) -> list[str]:
+    """The sentences of ``text`` (a comment or docstring) that quote a figure measured on a
+    machine (see :data:`MEASURED_TIME`)."""
+    text = _LITERAL.sub(" ", " ".join(text.split()))
+    return [sentence for sentence in _SENTENCE_END.split(text)
+            if _near(sentence, MEASURED_TIME, MACHINE_WORD)
+            or _near(sentence, MEASURED_RATIO, RATIO_MACHINE_WORD)
+            or _near(sentence, MEASURED_RATIO, MACHINE_WORD, approximate_only=True)]
+
+
+def _timings(path: Path) -> list[str]:
+    return [f"{_rel(path)}:{line}: {sentence[:120]!r}"
+            for line, text in _comments_and_docstrings(path.read_text(encoding="utf-8"))
+            for sentence in machine_timings(text)]
 
 
 def test_the_folders_hold_python_files() -> None:
@@ -93,3 +167,40 @@ def test_no_source_names_a_cpu_model() -> None:
 ])
 def test_the_cpu_model_pattern(text: str, names: bool) -> None:
     assert bool(CPU_MODEL.search(text)) is names
+
+
+def test_no_comment_or_docstring_quotes_a_machine_timing() -> None:
+    found = [hit for p in _sources() for hit in _timings(p)]
+    assert not found, (
+        "comments or docstrings quote a time or ratio measured on a machine; say the reason "
+        "without the figure, and link the docs/ page that holds it, dated and naming the "
+        "machine (e.g. docs/measurements.md#busy-runner):\n" + "\n".join(found)
+    )
+
+
+@pytest.mark.parametrize("text, quotes", [
+    # Quotes this tree held before they moved to docs/ (or were dropped).
+    ("measured here under load ~3.5, the naive preprocessing loop took 71-80 ms (median) with "
+     "1 thread and 455-524 ms with 2", True),
+    ("That pass checks that every benchmark runs; the two kinds took 63 of its 85 s at full "
+     "size.", True),
+    ("number = 1  # 0.03-1 s per step here", True),
+    ("the DataLoader-worker path pickles every chunk; on a quiet 2-core machine the two differ "
+     "by ~6 %, too little to time", True),
+    ("multi-threaded kernels on a busy 2-core machine wait for descheduled OpenMP threads in "
+     "4 ms scheduler ticks", True),
+    ("a 2-thread OpenMP matmul waits (measured here: n=256 at 1-9 GFLOP/s with 2 threads)", True),
+    ("not slower (1.06x measured on a quiet machine, 1.56x under load)", True),
+    # Figures that are no machine's measurement.
+    ("A step takes well under a second.", False),
+    ("the wall time of the pytest run (goal: at most 120 s on a 2-core runner)", False),
+    ("Calls of 0-20 ms at random: no pair can stop before its 30 s budget.", False),
+    ("pairs differ 4x in work so that the verdicts are not in doubt even on a busy 2-core "
+     "machine", False),
+    ("clock ticks of 10 ms: no more digits to speak of", False),
+    ("the tolerated slowdown fraction (0.10 = 10 %), measured here interleaved", False),
+    ("Lines such as ``at 4.5 % of its peak: largest stage normalize 46 % (7.6 ms of 16.5 ms)``"
+     " here", False),
+])
+def test_the_machine_timing_pattern(text: str, quotes: bool) -> None:
+    assert bool(machine_timings(text)) is quotes

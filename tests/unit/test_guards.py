@@ -151,8 +151,9 @@ def test_only_a_clear_cut_ratio_is_decided_without_a_worker() -> None:
 @pytest.mark.parametrize("others", [0.8, None])
 def test_a_busy_or_unknown_machine_pools_workers_even_for_a_clear_cut_ratio(
         others: float | None) -> None:
-    """Under contention one process's ratio was seen off by 2x: the parent alone decides only
-    when other processes left the cores alone while it measured (and the platform says so)."""
+    """Under contention one process's ratio was seen far off (docs/measurements.md#busy-runner):
+    the parent alone decides only when other processes left the cores alone while it measured
+    (and the platform says so)."""
     fake = FakeTiming([0.25, 0.25], other_cpu_cores=others)
     guard, _ = make_guard(fake)
     result = guard.faster(noop, noop, at_least=1.5)
@@ -252,9 +253,9 @@ def test_inconclusive_estimate_policy_fails_only_beyond_the_spread() -> None:
 
 
 def test_estimate_policy_takes_the_median_process_not_one_wild_one() -> None:
-    """Identical work on a busy machine: two processes read 1.0, one 20x (seen with a core
-    burnt). The pooled mean is far beyond a 10 % tolerance; the median process is not, so the
-    guard passes with a warning that names the contention."""
+    """Identical work on a busy machine: two processes read 1.0, one 20x (contention can throw
+    one process that far off). The pooled mean is far beyond a 10 % tolerance; the median
+    process is not, so the guard passes with a warning that names the contention."""
     fake = FakeTiming([1.0, 1.01, 20.0], noise=0.05, other_cpu_cores=0.8)
     guard, _ = make_guard(fake)
     with pytest.warns(MmperfInconclusiveWarning, match="other processes kept 0.80 cores busy"):
