@@ -14,7 +14,10 @@ venv: $(STAMP)
 # torchvision comes with ./reference (the guarded code uses it); the plugin itself does not.
 $(STAMP): pyproject.toml reference/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]' -e ./reference
+	$(PY) -m pip install --quiet --no-compile -e '.[dev]' -e ./reference
+	@# Bytecode on every core (pip compiles one file at a time); as with pip, a file written for
+	@# another Python version (torch ships some) is left uncompiled.
+	$(PY) -c "import compileall, sysconfig; compileall.compile_dir(sysconfig.get_paths()['purelib'], quiet=2, workers=0)"
 	$(PY) -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
 

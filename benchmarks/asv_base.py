@@ -20,7 +20,7 @@ import torch
 from .cases import LongSequenceCase
 from .inputs import DEVICES, Workload
 from .ratios import counters, interleaved_ratio, quick_mode
-from .training_cases import TrainingCase
+from .training_cases import LoaderTrainingCase, TrainingCase
 
 # torch intra-op threads in asv benchmark processes. One, because on a shared 2-core machine
 # two OpenMP threads wait on each other whenever another job holds a core, which slows a
@@ -134,14 +134,18 @@ class _RatioBenchmark(_CaseBenchmark):
 def quick_case(case: Any) -> Any:
     """``case`` itself, or under ``MMPERF_BENCH_QUICK`` (the smoke pass of ``make test``) the same
     case at a smoke size: training steps at batch 4, long sequences at 1024 tokens (still 4
-    windows of 256). That pass checks that every benchmark and parameter runs, not what it costs;
-    at full size the two kinds took most of its time."""
+    windows of 256), a loader feeding training for one batch and one step. That pass checks that
+    every benchmark and parameter runs, not what it costs; at full size these cases took most of
+    its time."""
     if not quick_mode():
         return case
     if isinstance(case, TrainingCase):
         return replace(case, batch_size=min(case.batch_size, 4))
     if isinstance(case, LongSequenceCase):
         return replace(case, tokens=min(case.tokens, 1024))
+    if isinstance(case, LoaderTrainingCase):  # one batch, one step; its own cached dataset
+        return replace(case, name=f"{case.name}-quick", images=min(case.images, case.batch_size),
+                       steps=1)
     return case
 
 

@@ -24,7 +24,7 @@ import torch
 from benchmarks import asv_base, cases, inputs, ratios
 from benchmarks.cases import AttentionCase, LoaderCase, LongSequenceCase, PreprocessCase
 from benchmarks.inputs import Workload
-from benchmarks.training_cases import TRAINING_CASES
+from benchmarks.training_cases import LOADER_TRAINING_CASES, TRAINING_CASES
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -406,3 +406,7 @@ def test_quick_pass_shrinks_only_the_costly_cases(monkeypatch: pytest.MonkeyPatc
     assert asv_base.quick_case(long_case).tokens == 1024
     assert asv_base.quick_case(long_case).window == long_case.window
     assert asv_base.quick_case(pre) is pre
+    loader = LOADER_TRAINING_CASES["jpeg128-b32"]
+    quick_loader = asv_base.quick_case(loader)
+    assert (quick_loader.images, quick_loader.steps) == (loader.batch_size, 1)
+    assert quick_loader.name != loader.name  # its own cached dataset, the full one untouched
