@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Performance gate over the asv suite in ``benchmarks/`` (stdlib only; runs ``asv`` as a child).
+"""Performance gate over the asv suite in ``benchmarks/`` (the gate runs ``asv`` as a child).
 
 Gate (CI, ``make perf-gate BASE=<rev>``)::
 
