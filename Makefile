@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml reference/pyproject.toml
 	$(PY) -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
 
-# The tests; `asv check` and one quick pass of the asv suite in one process (a broken benchmark
+# The tests; asv's checks and one quick pass of the asv suite in one process (a broken benchmark
 # fails CI); the proof that the regression suite catches known regressions of reference/ (first
 # guard each).
 test: $(STAMP)

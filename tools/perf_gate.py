@@ -16,7 +16,7 @@ job's load, while the regressions the suite exists for are far beyond the one fa
 Exit status: 0 nothing got worse; 1 a benchmark is worse (confirmed) or started failing (asv's
 ``!``); 2 a benchmark errored at HEAD or asv itself failed; 3 bad usage.
 
-Quick check (``make test``): ``python tools/perf_gate.py --check`` runs ``asv check`` and one
+Quick check (``make test``): ``python tools/perf_gate.py --check`` runs asv's checks and one
 quick pass of the whole suite in this process through asv's runner (:func:`check`; it imports
 ``asv_runner`` and the suite, so torch).
 """
@@ -348,11 +348,12 @@ def _run_once(root: str, bench_id: str, timeout: float) -> bool:
 
 def quick_pass(benchmark_dir: Path, selection: str | None = None,
                timeout: float = 120.0) -> QuickPass:
-    """Every benchmark at every parameter combination once, in this process, through asv's own
-    runner (``asv_runner``: the discovery, ``setup``, run and ``teardown`` that ``asv run
-    --quick`` does in one forked process per benchmark). One process, because each fork of
-    asv's server pays torch's first-call costs again: the pass is about whether the
-    benchmarks run, not what they cost. ``selection``: a regex on benchmark names, as ``-b``."""
+    """asv's checks and every benchmark at every parameter combination once, in this process,
+    through asv's own runner (``asv_runner``): the discovery and argument-count check that
+    ``asv check`` runs, then the ``setup``, run and ``teardown`` that ``asv run --quick`` does
+    in one forked process per benchmark. One process, because each fork of asv's server pays
+    torch's first-call costs again: the pass is about whether the benchmarks run, not what
+    they cost. ``selection``: a regex on benchmark names, as ``-b``."""
     from asv_runner.discovery import disc_benchmarks
 
     result = QuickPass()
@@ -363,6 +364,13 @@ def quick_pass(benchmark_dir: Path, selection: str | None = None,
         if pattern is not None and not pattern.search(benchmark.name):
             continue
         started = time.monotonic()
+        said = io.StringIO()
+        with contextlib.redirect_stdout(said):  # asv check's test: each call's argument count
+            well_formed = benchmark.check(str(benchmark_dir))
+        if not well_formed:
+            result.failed.append((benchmark.name, f"malformed (asv check): {said.getvalue()}"))
+            print(f"{benchmark.name:<70} failed malformed ({said.getvalue().strip()})", flush=True)
+            continue
         before = (len(result.ran), len(result.skipped), len(result.failed))
         limit = float(getattr(benchmark, "timeout", None) or timeout)
         for bench_id in benchmark_ids(benchmark):
@@ -382,23 +390,20 @@ def quick_pass(benchmark_dir: Path, selection: str | None = None,
 
 
 def check(bench: str | None, config: Path) -> int:
-    """``asv check`` + :func:`quick_pass` in the current environment; the exit status.
+    """asv's checks of the suite and one quick pass (:func:`quick_pass`) in this process; the
+    exit status.
 
-    ``asv check`` proves that asv imports the suite with this configuration and that every
-    benchmark is well formed; the quick pass (``MMPERF_BENCH_QUICK=1``: smoke-sized cases and
-    the ratio benchmarks' smallest budget) that each one runs at every parameter combination.
-    Any failure exits 2 and prints the benchmark's traceback.
+    The suite must import, every benchmark must take the parameters it is given (what ``asv
+    check`` tests) and run at every parameter combination (``MMPERF_BENCH_QUICK=1``:
+    smoke-sized cases and the ratio benchmarks' smallest budget). Any failure exits 2 and
+    prints the benchmark's traceback.
     """
-    asv = asv_command()
+    try:
+        from asv.config import Config  # asv's reader: asv.conf.json may hold // comments
+    except ImportError:
+        raise GateError(f"asv is not installed for {sys.executable}; install the dev extras: "
+                        "pip install -e '.[dev]'") from None
     cwd = config.parent
-    ensure_machine(asv, config)
-    rc, out = run_streaming([*asv, "--config", str(config), "check", "--python=same"], cwd)
-    if rc != 0 or "Traceback" in out:
-        print(f"\nperf-gate --check FAIL: asv check exited {rc}: the suite does not import or a "
-              "benchmark is malformed (see above)", flush=True)
-        return EXIT_ERROR
-    from asv.config import Config  # asv's reader: asv.conf.json may hold // comments
-
     settings = Config.load(str(config))
     benchmark_dir = cwd / settings.benchmark_dir
     timeout = float(settings.default_benchmark_timeout)
@@ -407,6 +412,10 @@ def check(bench: str | None, config: Path) -> int:
     started = time.monotonic()
     try:
         result = quick_pass(benchmark_dir, bench, timeout)
+    except Exception:  # the suite itself does not import
+        print(f"{traceback.format_exc()}\nperf-gate --check FAIL: the asv suite in "
+              f"{benchmark_dir} does not import (see above)", flush=True)
+        return EXIT_ERROR
     finally:
         if previous is None:
             os.environ.pop(QUICK_ENV, None)
@@ -423,7 +432,7 @@ def check(bench: str | None, config: Path) -> int:
     if not result.ran:
         print(f"\nperf-gate --check FAIL: no benchmark ran (selection {bench!r})", flush=True)
         return EXIT_ERROR
-    print(f"\nperf-gate --check PASS: suite imports, every benchmark ran once ("
+    print(f"\nperf-gate --check PASS: suite imports and is well formed, every benchmark ran once ("
           f"{len(result.ran)} parameter combinations ran, {len(result.skipped)} n/a on this host; "
           f"{took:.0f} s)", flush=True)
     return EXIT_OK

@@ -39,6 +39,13 @@ class Broken:
         raise RuntimeError("boom in the benchmark")
 
 
+class Malformed:
+    params = [[1, 2]]
+
+    def track_takes_no_parameter(self):  # what asv check rejects
+        return 1
+
+
 class Slow:
     timeout = 0.5
 
@@ -79,7 +86,9 @@ def test_quick_pass_runs_every_combination_once_and_names_what_failed(
                                         + [f"{base}.time_free", f"{base}.track_quick_env"])
     assert result.skipped == [f"{base}.Grid.track_n-3"]
     failed = dict(result.failed)
-    assert set(failed) == {f"{base}.Broken.time_broken", f"{base}.Slow.track_sleep"}
+    assert set(failed) == {f"{base}.Broken.time_broken", f"{base}.Slow.track_sleep",
+                           f"{base}.Malformed.track_takes_no_parameter"}
+    assert "malformed (asv check)" in failed[f"{base}.Malformed.track_takes_no_parameter"]
     assert "RuntimeError: boom in the benchmark" in failed[f"{base}.Broken.time_broken"]
     assert "ran past its asv timeout of 0.5 s" in failed[f"{base}.Slow.track_sleep"]
     calls = sys.modules["mmperf_quick_suite_a.bench_tiny"].CALLS
@@ -97,8 +106,8 @@ def test_quick_pass_selection_is_a_regex_on_names(tmp_path: Path,
 def test_check_exits_2_naming_the_failed_benchmark_and_0_when_all_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The whole ``--check``: asv's own check of the suite, then the quick pass with
-    ``MMPERF_BENCH_QUICK=1`` (set only while it runs)."""
+    """The whole ``--check``: the quick pass with ``MMPERF_BENCH_QUICK=1`` (set only while it
+    runs), and a suite that does not import."""
     monkeypatch.delenv(perf_gate.QUICK_ENV, raising=False)
     suite = write_suite(tmp_path / "bad", "mmperf_quick_suite_c")
     monkeypatch.syspath_prepend(str(suite.parent))
@@ -112,6 +121,12 @@ def test_check_exits_2_naming_the_failed_benchmark_and_0_when_all_run(
                        SUITE.split("class Broken")[0] + "\n\ndef time_free():\n    pass\n")
     monkeypatch.syspath_prepend(str(good.parent))
     assert perf_gate.main(["--check", "--config", str(good.parent / "asv.conf.json")]) == 0
+    assert "perf-gate --check PASS" in capsys.readouterr().out
+
+    broken = write_suite(tmp_path / "no-import", "mmperf_quick_suite_e",
+                         "import no_such_module_anywhere\n")
+    monkeypatch.syspath_prepend(str(broken.parent))
+    assert perf_gate.main(["--check", "--config", str(broken.parent / "asv.conf.json")]) == 2
     out = capsys.readouterr().out
-    assert "No problems found" in out and "perf-gate --check PASS" in out
+    assert "No module named 'no_such_module_anywhere'" in out and "does not import" in out
     assert sys.modules["mmperf_quick_suite_c.bench_tiny"].CALLS.count("1") == 1
