@@ -323,7 +323,8 @@ def _run_once(root: str, bench_id: str, timeout: float) -> bool:
     from asv_runner.discovery import get_benchmark_from_name
 
     benchmark = get_benchmark_from_name(root, bench_id, extra_params=QUICK_PARAMS)
-    benchmark.set_cache(None)
+    if benchmark.setup_cache_key is not None:  # asv runs setup_cache once, before the benchmark
+        benchmark.set_cache(benchmark.do_setup_cache())
 
     def overran(signum: int, frame: Any) -> None:
         raise TimeoutError(f"{bench_id} ran past its asv timeout of {timeout:g} s")

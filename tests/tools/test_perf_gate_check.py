@@ -54,6 +54,14 @@ class Slow:
         return 1
 
 
+class Cached:
+    def setup_cache(self):
+        return {"built": 3}
+
+    def track_cache(self, cache):
+        return cache["built"]
+
+
 def time_free():
     CALLS.append("free")
 
@@ -83,7 +91,8 @@ def test_quick_pass_runs_every_combination_once_and_names_what_failed(
     result = perf_gate.quick_pass(suite)
     base = "bench_tiny"
     assert sorted(result.ran) == sorted([f"{base}.Grid.track_n-{i}" for i in range(3)]
-                                        + [f"{base}.time_free", f"{base}.track_quick_env"])
+                                        + [f"{base}.time_free", f"{base}.track_quick_env",
+                                           f"{base}.Cached.track_cache"])
     assert result.skipped == [f"{base}.Grid.track_n-3"]
     failed = dict(result.failed)
     assert set(failed) == {f"{base}.Broken.time_broken", f"{base}.Slow.track_sleep",
