@@ -22,7 +22,7 @@ from .inputs import DEVICES, Workload
 from .ratios import counters, interleaved_ratio, quick_mode
 from .training_cases import LoaderTrainingCase, TrainingCase
 
-# torch intra-op threads in asv benchmark processes. One, because on a shared 2-core machine
+# torch intra-op threads in asv benchmark processes. One, because on a shared machine with few cores
 # two OpenMP threads wait on each other whenever another job holds a core, which slows a
 # two-thread run and makes it far less steady (docs/measurements.md#between-process-noise,
 # docs/measurements.md#busy-runner). A fixed count also makes thread-dependent counters (SDPA's

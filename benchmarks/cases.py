@@ -162,7 +162,7 @@ class LoaderCase:
         def epoch() -> Any:
             last = None
             with warnings.catch_warnings():
-                # The seed's settings warn on every new iterator here (4 workers on 2 cores,
+                # The seed's settings warn on every new iterator (more workers than cores,
                 # pin_memory without a GPU): known and intended, so keep them out of the logs.
                 warnings.filterwarnings("ignore", message=SEED_LOADER_WARNINGS)
                 for images, _ in loader:

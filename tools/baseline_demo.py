@@ -9,7 +9,7 @@ swapped for explicit attention (the attention test alone fails). Each change's o
 measured in this process first, so that a change that is not what it claims is told apart from
 a comparison that misjudged it. Each run reports the failed tests (JUnit XML), every
 comparison's ratio and interval, the wall time of the pytest run (goal: at most 120 s on a
-2-core runner) and whether the checkout is untouched afterwards.
+small CI runner) and whether the checkout is untouched afterwards.
 
 Usage::
 

@@ -90,7 +90,7 @@ class Scenario:
     ks: tuple[int, int] = (0, 0)  # products at REV and at HEAD (commit scenarios)
     max_undecided: float | None = None  # per ``undecided_per`` runs; None: no goal
     undecided_per: int = 10
-    run_s: float = 2.0  # rough seconds per run on a quiet 2-core machine (--list)
+    run_s: float = 2.0  # rough seconds per run on a quiet machine (--list)
 
     @property
     def budget(self) -> str:
@@ -180,7 +180,7 @@ def run_scenario(scenario: Scenario, runs: int, root: Path) -> tuple[list[dict[s
                "-W", "ignore::pytest_mmperf.guards.MmperfInconclusiveWarning",
                f"--mmperf-json={report}", *scenario.args]
     burner = None
-    if scenario.load:  # one of the two cores busy for the whole session
+    if scenario.load:  # one core kept busy for the whole session
         burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     start = time.perf_counter()
     try:
@@ -382,7 +382,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 # ------------------------------------------------------------------ list, resume
 def listing(chosen: Sequence[Scenario], scale: float) -> str:
-    """The scenarios with their run counts and rough durations on a quiet 2-core machine."""
+    """The scenarios with their run counts and rough durations on a quiet machine."""
     lines = [f"{'scenario':<20} {'kind':<17} {'runs':>5} {'~minutes':>9}  goal"]
     total = 0.0
     for s in chosen:
@@ -394,7 +394,7 @@ def listing(chosen: Sequence[Scenario], scale: float) -> str:
         if s.max_undecided is not None:
             goal += f", undecided <= {_fmt(_allowed(s.max_undecided, runs, s.undecided_per), 2)}"
         lines.append(f"{s.name:<20} {s.kind:<17} {runs:>5} {seconds / 60:>9.1f}  {goal}")
-    lines.append(f"total: {len(chosen)} scenarios, about {total / 60:.0f} min on a quiet 2-core "
+    lines.append(f"total: {len(chosen)} scenarios, about {total / 60:.0f} min on a quiet "
                  "machine (rough; a busy one takes longer)")
     return "\n".join(lines)
 

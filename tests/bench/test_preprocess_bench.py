@@ -12,7 +12,7 @@ Groups (every case in a group sees the same seeded data, ``mmperf_seed(0)``):
   which unpacks Pillow's pixels to RGB before resizing).
 * ``loader-epoch``: one epoch over 32 JPEGs of 896-1152 px (~1024 px) = one batch of 32: the
   seed's DataLoader (4 workers, float32 workers), the fast loader with its default worker count
-  (the cores available; threads), with 4 threads (oversubscribed on 2 cores), with DataLoader
+  (the cores available; threads), with 4 threads (oversubscribed on a small runner), with DataLoader
   worker processes instead of threads, and both pipelines in the main process
   (``num_workers=0``: the CPU work per epoch, without any parallelism).
 * ``loader-epoch-b8``: the same 32 files in 4 batches of 8, where the seed's workers can share

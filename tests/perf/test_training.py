@@ -188,9 +188,9 @@ def test_training_step_snapshot(snapshot: Any, backend: str, precision: str) -> 
         "dim": 32, "heads": 2, "image_layers": 1, "text_layers": 1, "context_length": 16,
         "vocab_size": 256})
     work = case.build(backend, precision, emulated_ok=True)
-    # bf16 kernels differ with the CPU (AMX tiles, AVX512-BF16, or converted to fp32), and so
-    # does their peak memory (SDPA's bf16 backward: 4.8 MB on AVX512-BF16, 25 MB with AMX):
-    # one snapshot per kind of CPU.
+    # bf16 kernels differ with the CPU's bf16 support (native or converted to fp32), and so
+    # does their peak memory (docs/reference-results.md#the-training-steps-cost): one snapshot
+    # per kind of CPU.
     kind = precision
     if precision == "bfloat16" and not has_native_bf16("cpu"):
         kind = "bfloat16-emulated"

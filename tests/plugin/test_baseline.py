@@ -1,7 +1,7 @@
 """``--mmperf-baseline=REV`` through pytest, on small git repositories made by each test.
 
 Each repository has a package ``mypkg`` whose functions do single-threaded element-wise work
-(stable on a busy 2-core machine), committed once or twice; the tests run pytest-benchmark tests
+(stable on a busy CI runner), committed once or twice; the tests run pytest-benchmark tests
 and report families against an earlier commit. Slowdowns are 4x, so that the verdicts are not in
 doubt at a small budget; the statistics themselves are tested in tests/unit.
 """

@@ -1,7 +1,7 @@
 """Timing guards through pytest: fresh worker processes, failure messages, xdist, markers.
 
 These run real (small) measurements in real worker processes, so each costs a few seconds; the
-pairs differ 4x in work so that the verdicts are not in doubt even on a busy 2-core machine.
+pairs differ 4x in work so that the verdicts are not in doubt even on a busy CI runner.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 repositories: ``work(n)`` returns a callable doing n units of single-threaded torch work."""
 
 # Small element-wise ops (below torch's parallel grain size) run on one thread: multi-threaded
-# kernels on a busy 2-core machine wait for descheduled OpenMP threads a scheduler tick at a
+# kernels on a busy machine with few cores wait for descheduled OpenMP threads a scheduler tick at a
 # time, which would turn a 4x work ratio into almost any ratio
 # (docs/measurements.md#between-process-noise).
 WORK = """

@@ -35,7 +35,7 @@ pytestmark = [
     pytest.mark.mmperf_batch(batch_size=6, min_side=500, max_side=1200),
     # the seed's pin_memory=True on a machine without an accelerator: kept as written
     pytest.mark.filterwarnings("ignore:.*pin_memory.*:UserWarning"),
-    # ... and its 4 workers on 2 cores, the oversubscription the benchmarks measure
+    # ... and its 4 workers on fewer cores, the oversubscription the benchmarks measure
     pytest.mark.filterwarnings("ignore:This DataLoader will create 4 worker:UserWarning"),
 ]
 MIN_PSNR_DB = 30.0

@@ -253,7 +253,7 @@ def test_seed_and_fast_loaders_feed_the_step(tmp_path: Path, loader_kind: str) -
     config = ModelConfig(dim=32, heads=2, image_layers=1, text_layers=1, context_length=16,
                          vocab_size=256)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the seed's 4 workers on 2 cores, pin_memory on CPU
+        warnings.simplefilter("ignore")  # the seed's 4 workers on fewer cores, pin_memory on CPU
         if loader_kind == "seed":
             loader: Any = make_seed_loader(paths, captions, batch_size=4)
         else:

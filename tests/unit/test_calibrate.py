@@ -33,7 +33,7 @@ RUN = 0.1
 
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
-    """Measure with one intra-op thread. On a 2-core machine whose cores are busy with other
+    """Measure with one intra-op thread. On a machine whose few cores are busy with other
     processes, a 2-thread OpenMP matmul waits at barriers for a descheduled thread and runs
     far slower than with one (docs/measurements.md#busy-runner), which would make the
     comparisons below depend on the neighbours' load rather than on the code."""

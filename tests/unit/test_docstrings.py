@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # Folders whose .py files are checked ("tests" joins once the test-suite branches have landed).
 FOLDERS = ("pytest_mmperf", "reference", "benchmarks", "tools", "tests")
 MAX_MODULE_DOCSTRING_LINES = 25
+# A machine named by its core count ("a 2-core machine", "on 2 cores") in prose: the reason
+# holds on any machine ("few cores", "fewer cores than workers"); the count was this one's.
+CORE_COUNT = re.compile(r"(?<![\w-])(?:\d+|two|four|eight)[- ]cores?\b", re.IGNORECASE)
 
 # A CPU model or a machine named by its CPU: "Xeon", "EPYC", "Ryzen", "Core i7", a
 # microarchitecture, or "the AMX machine". Capability names alone (AVX2, AVX512-BF16, AMX-BF16)
@@ -167,6 +170,26 @@ def test_no_source_names_a_cpu_model() -> None:
 ])
 def test_the_cpu_model_pattern(text: str, names: bool) -> None:
     assert bool(CPU_MODEL.search(text)) is names
+
+
+def test_no_comment_or_docstring_names_a_core_count() -> None:
+    found = [f"{_rel(p)}:{line}: {match.group(0)!r}"
+             for p in _sources()
+             for line, text in _comments_and_docstrings(p.read_text(encoding="utf-8"))
+             for match in CORE_COUNT.finditer(_LITERAL.sub(" ", text))]
+    assert not found, ("comments or docstrings name this machine's core count; say the reason "
+                       "for any machine (e.g. 'few cores'):\n" + "\n".join(found))
+
+
+@pytest.mark.parametrize(("text", "names"), [
+    ("on a shared 2-core machine two OpenMP threads wait", True),
+    ("the seed's 4 workers on 2 cores", True),
+    ("one of the two cores busy for the whole session", True),
+    ("on a machine with few cores", False),
+    ("e.g. ``1 thread (threads=auto: 2 cores)``", False),
+])
+def test_the_core_count_pattern(text: str, names: bool) -> None:
+    assert bool(CORE_COUNT.search(_LITERAL.sub(" ", text))) is names
 
 
 def test_no_comment_or_docstring_quotes_a_machine_timing() -> None:

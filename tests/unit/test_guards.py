@@ -162,7 +162,7 @@ def test_a_busy_or_unknown_machine_pools_workers_even_for_a_clear_cut_ratio(
 
 
 def test_one_thread_beside_a_busy_core_is_quiet_enough_to_decide_alone() -> None:
-    """Measured with one thread on a 2-core machine whose other core another job keeps busy,
+    """Measured with one thread on a machine whose other core another job keeps busy,
     the cores the guard used were quiet: a clear-cut ratio is decided without a worker, and the
     message and JSON say how many threads measured and how busy the machine was."""
     fake = FakeTiming([0.25, 0.25], other_cpu_cores=0.93, threads=1, cores=2)

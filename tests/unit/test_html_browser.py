@@ -118,7 +118,7 @@ def baseline_rows() -> list[dict[str, Any]]:
 
 
 def realistic_report() -> dict[str, Any]:
-    """The records of a ``make bench`` run on a 2-core machine, long labels included."""
+    """The records of a ``make bench`` run, long labels included."""
     resize = "images/s (antialiased uint8 resize)"
     figures: list[dict[str, Any]] = []
     claim = Claim(

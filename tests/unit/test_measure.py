@@ -289,7 +289,7 @@ def test_auto_threads_leave_out_the_core_another_process_keeps_busy() -> None:
     with unrelated_burner(settle_s=0.2):
         samples = time_pair(work, work, budget_s=0.2, min_blocks=3, threads="auto",
                             warmup_s=0.2)
-    # The burner shares two cores with the warm-up's own two threads: it gets only part of one.
+    # The burner shares the cores with the warm-up's own threads: it gets only part of one.
     busy = samples.warmup_other_cpu_cores
     assert busy is not None and busy > contention.BUSY_CORE_SLACK, busy
     assert samples.threads < torch.get_num_threads()
