@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 DEFAULT_FACTOR = 1.25
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR, EXIT_USAGE = 0, 1, 2, 3
@@ -372,17 +373,19 @@ def quick_pass(benchmark_dir: Path, selection: str | None = None,
             result.failed.append((benchmark.name, f"malformed (asv check): {said.getvalue()}"))
             print(f"{benchmark.name:<70} failed malformed ({said.getvalue().strip()})", flush=True)
             continue
-        before = (len(result.ran), len(result.skipped), len(result.failed))
         limit = float(getattr(benchmark, "timeout", None) or timeout)
+        ran = skipped = failed = 0
         for bench_id in benchmark_ids(benchmark):
             try:
-                ran = _run_once(str(benchmark_dir), bench_id, limit)
+                if _run_once(str(benchmark_dir), bench_id, limit):
+                    result.ran.append(bench_id)
+                    ran += 1
+                else:
+                    result.skipped.append(bench_id)
+                    skipped += 1
             except Exception:  # a failing benchmark is the finding, whatever it raised
                 result.failed.append((bench_id, traceback.format_exc()))
-                continue
-            (result.ran if ran else result.skipped).append(bench_id)
-        ran, skipped, failed = (len(result.ran) - before[0], len(result.skipped) - before[1],
-                                len(result.failed) - before[2])
+                failed += 1
         state = "failed" if failed else "ok"
         print(f"{benchmark.name:<70} {state:<6} {ran} ran, {skipped} n/a"
               f"{f', {failed} failed' if failed else ''} ({time.monotonic() - started:.1f} s)",
@@ -408,20 +411,14 @@ def check(bench: str | None, config: Path) -> int:
     settings = Config.load(str(config))
     benchmark_dir = cwd / settings.benchmark_dir
     timeout = float(settings.default_benchmark_timeout)
-    previous = os.environ.get(QUICK_ENV)
-    os.environ[QUICK_ENV] = "1"
     started = time.monotonic()
     try:
-        result = quick_pass(benchmark_dir, bench, timeout)
+        with mock.patch.dict(os.environ, {QUICK_ENV: "1"}):
+            result = quick_pass(benchmark_dir, bench, timeout)
     except Exception:  # the suite itself does not import
         print(f"{traceback.format_exc()}\nperf-gate --check FAIL: the asv suite in "
               f"{benchmark_dir} does not import (see above)", flush=True)
         return EXIT_ERROR
-    finally:
-        if previous is None:
-            os.environ.pop(QUICK_ENV, None)
-        else:
-            os.environ[QUICK_ENV] = previous
     took = time.monotonic() - started
     for bench_id, trace in result.failed:
         print(f"\n--- {bench_id} failed:\n{trace}", flush=True)
